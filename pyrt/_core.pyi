@@ -1,0 +1,88 @@
+"""Type stubs for pyrt._core, the C core (csrc/)."""
+
+from collections.abc import Callable
+from typing import NotRequired, TypedDict
+
+class CoreError(OSError):
+    """A system call in the C core failed; .errno is set, str() names the context."""
+
+class MountSpec(TypedDict):
+    target: str  # absolute path inside the container
+    source: NotRequired[str | None]
+    fstype: NotRequired[str | None]  # None for a bind mount
+    data: NotRequired[str | None]
+    flags: NotRequired[int]  # MS_* flags; MS_BIND marks a bind mount
+    propagation: NotRequired[int]  # MS_SHARED/SLAVE/PRIVATE/UNBINDABLE (|MS_REC) or 0
+
+class DeviceSpec(TypedDict):
+    path: str
+    type: str  # "c", "b" or "p"
+    major: int
+    minor: int
+    mode: int  # permission bits
+    uid: int
+    gid: int
+
+class HookSpec(TypedDict):
+    path: str
+    args: list[str]
+    env: list[str]
+    timeout: int
+
+class SpawnConfig(TypedDict):
+    """What pyrt.runtime hands the C core: the OCI spec already resolved to numbers.
+
+    Init mode has "rootfs"; exec mode has "target_pid" instead and joins that
+    container's namespaces (listed in "join") and root.
+    """
+
+    argv: list[str]
+    env: list[str]
+    cwd: str
+    new_ns: NotRequired[int]  # CLONE_NEW* flags to create
+    join: NotRequired[list[tuple[int, str]]]  # (CLONE_NEW*, /proc/.../ns/... path)
+    uid_map: NotRequired[str | None]
+    gid_map: NotRequired[str | None]
+    cgroup_procs: NotRequired[list[str]]  # cgroup.procs files the pid is written to
+    rootfs: NotRequired[str | None]
+    rootfs_readonly: NotRequired[bool]
+    no_pivot: NotRequired[bool]
+    rootfs_propagation: NotRequired[int]
+    mounts: NotRequired[list[MountSpec]]
+    devices: NotRequired[list[DeviceSpec]]
+    masked_paths: NotRequired[list[str]]
+    readonly_paths: NotRequired[list[str]]
+    hostname: NotRequired[str | None]
+    domainname: NotRequired[str | None]
+    sysctl: NotRequired[dict[str, str]]
+    target_pid: NotRequired[int]
+    uid: NotRequired[int]
+    gid: NotRequired[int]
+    additional_gids: NotRequired[list[int] | None]  # None: leave groups alone
+    umask: NotRequired[int | None]
+    rlimits: NotRequired[list[tuple[int, int, int]]]  # (RLIMIT_*, soft, hard)
+    # (bounding, effective, inheritable, permitted, ambient) bit masks; None: leave alone
+    capabilities: NotRequired[tuple[int, int, int, int, int] | None]
+    no_new_privileges: NotRequired[bool]
+    seccomp_bpf: NotRequired[bytes | None]  # struct sock_filter[]
+    seccomp_flags: NotRequired[int]
+    oom_score_adj: NotRequired[int | None]
+    terminal: NotRequired[bool]
+    console_fd: NotRequired[int]  # with terminal: connected socket that gets the pty master
+    stdio: NotRequired[tuple[int, int, int]]  # -1 keeps the caller's fd
+    preserve_fds: NotRequired[int]
+    exec_fifo: NotRequired[str | None]  # block on this fifo after setup until start
+    barrier: NotRequired[bool]  # call on_barrier(pid) after mounts, before pivot_root
+    start_hooks: NotRequired[list[HookSpec]]
+    state_json: NotRequired[str]
+
+def spawn(config: SpawnConfig, on_barrier: Callable[[int], None] | None = None) -> int:
+    """Spawn a container process; return its host pid once it is set up.
+
+    The process is the caller's child. With "exec_fifo" it then waits until something
+    opens the fifo for reading (the runtime's start); without, it executes at once.
+    Raises CoreError (errno + context) and leaves nothing behind on failure. The GIL is
+    released while waiting on the child.
+    """
+
+def cgroup_write(path: str, value: str) -> None: ...
