@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("spec")
     sp.add_argument("--bundle", "-b", default=".")
-    sp.add_argument("--rootless", action="store_true")
+    sp.add_argument("--rootless", action="store_true", dest="spec_rootless")
 
     sub.add_parser("features")
 
@@ -361,17 +361,17 @@ def build_exec_process(args: argparse.Namespace, base: dict[str, Any]) -> dict[s
     if args.process:
         try:
             with open(args.process, "rb") as f:
-                proc = json.loads(f.read())
+                loaded = json.loads(f.read())
         except OSError as e:
             raise UsageError(f"--process {args.process}: {e.strerror}") from None
         except ValueError as e:
             raise UsageError(f"--process {args.process}: invalid JSON: {e}") from None
-        if not isinstance(proc, dict):
+        if not isinstance(loaded, dict):
             raise UsageError(f"--process {args.process}: must hold a JSON object")
+        given: dict[str, Any] = loaded
         if args.tty:
-            proc["terminal"] = True
-        out: dict[str, Any] = proc
-        return out
+            given["terminal"] = True
+        return given
     cmd = list(args.args)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
@@ -490,7 +490,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
         raise UsageError(f"File {path} exists. Remove it first")
     if not os.path.isdir(args.bundle):
         raise UsageError(f"bundle {args.bundle}: not a directory")
-    spec = default_spec(rootless=args.rootless)
+    spec = default_spec(rootless=args.spec_rootless)
     atomic_write(path, (json.dumps(spec, indent="\t") + "\n").encode(), 0o666 & ~_umask())
     return 0
 

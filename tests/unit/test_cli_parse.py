@@ -1,0 +1,216 @@
+"""pyrt-runc's command line: parsing, signal names, Go-style flags, lean imports."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyrt.runtime import cli
+from pyrt.runtime.cli import UsageError, build_parser, main, normalize_args, parse_signal
+
+
+def parse(*argv: str) -> object:
+    return build_parser().parse_args(normalize_args(list(argv)))
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("9", 9),
+        ("KILL", signal.SIGKILL),
+        ("SIGKILL", signal.SIGKILL),
+        ("sigterm", signal.SIGTERM),
+        ("term", signal.SIGTERM),
+        ("SIGHUP", signal.SIGHUP),
+        ("USR1", signal.SIGUSR1),
+        ("RTMIN", signal.SIGRTMIN),
+        ("RTMIN+2", signal.SIGRTMIN + 2),
+        ("SIGRTMAX-1", signal.SIGRTMAX - 1),
+    ],
+)
+def test_parse_signal(text: str, want: int) -> None:
+    assert parse_signal(text) == int(want)
+
+
+@pytest.mark.parametrize("text", ["", "0", "65", "-1", "SIGFOO", "NOPE", "RTMIN+99", "_X"])
+def test_parse_signal_rejects(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_signal(text)
+
+
+def test_containerd_create_flags() -> None:
+    a = parse(
+        "--root", "/run/containerd/runc/default", "--log", "/b/log.json", "--log-format",
+        "json", "create", "--bundle", "/b", "--pid-file", "/b/init.pid",
+        "--console-socket", "/tmp/c.sock", "cid",
+    )  # fmt: skip
+    assert a.root == "/run/containerd/runc/default"  # type: ignore[attr-defined]
+    assert a.log == "/b/log.json"  # type: ignore[attr-defined]
+    assert a.log_format == "json"  # type: ignore[attr-defined]
+    assert a.command == "create"  # type: ignore[attr-defined]
+    assert a.bundle == "/b"  # type: ignore[attr-defined]
+    assert a.pid_file == "/b/init.pid"  # type: ignore[attr-defined]
+    assert a.console_socket == "/tmp/c.sock"  # type: ignore[attr-defined]
+    assert a.container_id == "cid"  # type: ignore[attr-defined]
+
+
+def test_conmon_create_flags_and_go_spellings() -> None:
+    a = parse(
+        "--root=/run/runc", "--log-format=json", "--log=/x/oci-log", "create",
+        "--bundle", "/b", "--pid-file", "/p", "--no-pivot", "--no-new-keyring",
+        "--preserve-fds=2", "cid",
+    )  # fmt: skip
+    assert a.root == "/run/runc"  # type: ignore[attr-defined]
+    assert a.no_pivot and a.no_new_keyring  # type: ignore[attr-defined]
+    assert a.preserve_fds == 2  # type: ignore[attr-defined]
+    # single-dash long flags and --bool=false, as Go's flag package allows
+    b = parse("-root", "/r", "run", "-bundle", "/b", "--detach=false", "--no-pivot=true", "c")
+    assert b.root == "/r"  # type: ignore[attr-defined]
+    assert b.bundle == "/b"  # type: ignore[attr-defined]
+    assert b.detach is False  # type: ignore[attr-defined]
+    assert b.no_pivot is True  # type: ignore[attr-defined]
+
+
+def test_kill_forms() -> None:
+    a = parse("kill", "cid", "9")
+    assert (a.container_id, a.signal, a.all) == ("cid", "9", False)  # type: ignore[attr-defined]
+    b = parse("kill", "--all", "cid", "KILL")
+    assert b.all is True  # type: ignore[attr-defined]
+    c = parse("kill", "-a", "cid")
+    assert c.all is True and c.signal == "SIGTERM"  # type: ignore[attr-defined]
+
+
+def test_exec_trailing_args_kept_verbatim() -> None:
+    a = parse("exec", "-t", "--env", "A=1", "-e", "B=2", "-u", "1000:1000", "cid",
+              "sh", "-c", "ls -la", "--root", "x")  # fmt: skip
+    assert a.tty  # type: ignore[attr-defined]
+    assert a.env == ["A=1", "B=2"]  # type: ignore[attr-defined]
+    assert a.args == ["sh", "-c", "ls -la", "--root", "x"]  # type: ignore[attr-defined]
+
+
+def test_build_exec_process_from_flags() -> None:
+    a = parse("exec", "--cwd", "/tmp", "-e", "PATH=/x", "-u", "7:8", "--cap", "net_admin",
+              "--no-new-privs", "cid", "id")  # fmt: skip
+    base = {
+        "args": ["sh"],
+        "env": ["PATH=/bin", "HOME=/root"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+        "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"]},
+    }
+    p = cli.build_exec_process(a, base)  # type: ignore[arg-type]
+    assert p["args"] == ["id"]
+    assert p["cwd"] == "/tmp"
+    assert p["env"] == ["HOME=/root", "PATH=/x"]
+    assert p["user"] == {"uid": 7, "gid": 8}
+    assert "CAP_NET_ADMIN" in p["capabilities"]["bounding"]
+    assert "CAP_KILL" in p["capabilities"]["effective"]
+    assert p["noNewPrivileges"] is True
+    assert p["terminal"] is False
+    assert base["args"] == ["sh"]  # the container's process is not modified
+
+
+def test_build_exec_process_from_file(tmp_path: Path) -> None:
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps({"args": ["true"], "cwd": "/"}))
+    p = cli.build_exec_process(parse("exec", "-p", str(f), "-t", "c"), {})  # type: ignore[arg-type]
+    assert p == {"args": ["true"], "cwd": "/", "terminal": True}
+    f.write_text("{not json")
+    with pytest.raises(UsageError, match="invalid JSON"):
+        cli.build_exec_process(parse("exec", "-p", str(f), "c"), {})  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="command is needed"):
+        cli.build_exec_process(parse("exec", "c"), {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["x", "1:y", "-1"])
+def test_parse_user_rejects(bad: str) -> None:
+    with pytest.raises(UsageError, match="--user"):
+        cli.parse_user(bad)
+
+
+def test_update_resources_from_flags() -> None:
+    a = parse("update", "--memory", "1048576", "--pids-limit", "10", "--cpuset-cpus", "0", "c")
+    assert cli.resources_from_flags(a) == {  # type: ignore[arg-type]
+        "memory": {"limit": 1048576},
+        "cpu": {"cpus": "0"},
+        "pids": {"limit": 10},
+    }
+    with pytest.raises(UsageError, match="nothing to update"):
+        cli.resources_from_flags(parse("update", "c"))  # type: ignore[arg-type]
+
+
+def test_version_and_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pyrt-runc version 0.1.0\ncommit: ")
+    assert "\nspec: 1.2.0" in out
+    assert main(["-v"]) == 0
+    capsys.readouterr()
+    log = tmp_path / "log.json"
+    code = main(["--log", str(log), "--log-format", "json", "--systemd-cgroup", "state", "x"])
+    assert code == 1
+    assert "--systemd-cgroup is not supported" in capsys.readouterr().err
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error"
+    assert "--systemd-cgroup is not supported" in entry["msg"]
+    assert entry["time"].endswith("Z")
+    assert main(["bogus-command"]) == 1
+    assert main(["kill", "c", "SIGNOPE"]) == 1
+    assert "unknown signal" in capsys.readouterr().err
+    assert main(["--rootless", "maybe", "list"]) == 1
+    assert main(["checkpoint", "c"]) == 1
+    assert "checkpoint is not supported" in capsys.readouterr().err
+
+
+def test_state_of_unknown_container_and_bad_id(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["--root", str(tmp_path), "state", "nope"]) == 1
+    assert "container 'nope' does not exist" in capsys.readouterr().err
+    for bad in ("..", "a/b", "-x", ".hidden"):
+        assert main(["--root", str(tmp_path), "delete", "--", bad] if bad[0] == "-" else
+                    ["--root", str(tmp_path), "delete", bad]) == 1  # fmt: skip
+        assert "invalid container id" in capsys.readouterr().err or bad[0] == "-"
+    assert main(["--root", str(tmp_path), "list", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_spec_refuses_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["spec", "--bundle", str(tmp_path)]) == 0
+    spec = json.loads((tmp_path / "config.json").read_text())
+    assert spec["process"]["args"] and spec["root"]["path"] == "rootfs"
+    before = (tmp_path / "config.json").read_bytes()
+    assert main(["spec", "-b", str(tmp_path)]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert (tmp_path / "config.json").read_bytes() == before
+
+
+def test_features_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["features"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    assert f["ociVersionMin"] == "1.0.0"
+    assert "createContainer" in f["hooks"] and "poststop" in f["hooks"]
+    assert "bind" in f["mountOptions"] and "rbind" in f["mountOptions"]
+    lx = f["linux"]
+    assert {"mount", "pid", "network", "uts", "ipc", "user", "cgroup"} <= set(lx["namespaces"])
+    assert "CAP_SYS_ADMIN" in lx["capabilities"]
+    assert lx["cgroup"]["v1"] and lx["cgroup"]["v2"] and not lx["cgroup"]["systemd"]
+    assert lx["seccomp"]["enabled"] and "SCMP_ACT_ERRNO" in lx["seccomp"]["actions"]
+    assert "SCMP_ARCH_X86_64" in lx["seccomp"]["archs"]
+
+
+def test_import_is_lean() -> None:
+    """The CLI module must not pull in typer, cffi, pyroute2 or the runtime at import."""
+    code = (
+        "import sys, pyrt.runtime.cli\n"
+        "bad = [m for m in ('typer', 'cffi', 'pyroute2', 'pyrt._core', 'subprocess',"
+        " 'pyrt.runtime.runtime') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
