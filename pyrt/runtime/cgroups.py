@@ -620,7 +620,7 @@ class _Plan:
         try:
             _cc.cgroup_write_many([(p, v) for _, p, v in self.writes])
         except _core.CoreError as e:
-            text = str(e)
+            text = e.strerror or str(e)
             fname = next((f for f, p, v in self.writes if f"'{v}' to {p}:" in text), "")
             prefix = f"{fname}: " if fname else ""
             raise SystemError_(f"{prefix}{text}", e.errno) from None
