@@ -405,14 +405,16 @@ def _process_fields(
         cfg["seccomp_bpf"] = None
         cfg["seccomp_flags"] = 0
     terminal = bool(process.get("terminal", False))
-    if terminal and console_fd is None:
+    has_console = console_fd is not None and console_fd >= 0
+    if terminal and not has_console:
         raise InvalidArgument(f"{where}: {prefix}terminal: is true, so a console socket is needed")
-    if not terminal and console_fd is not None:
+    if not terminal and has_console:
         raise InvalidArgument(
             f"{where}: {prefix}terminal: a console socket was given but terminal is false"
         )
     cfg["terminal"] = terminal
-    if console_fd is not None:
+    if has_console:
+        assert console_fd is not None
         cfg["console_fd"] = console_fd
 
 
