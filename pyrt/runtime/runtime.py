@@ -233,7 +233,7 @@ class Runtime:
         data = record.get("cgroup")
         if not data:
             return None
-        return cgroups.CgroupManager.from_state(data)
+        return cgroups.from_state(data)
 
     def _reap(self, pid: int) -> None:
         """Reap pid if it is our exited child (so it does not linger as a zombie)."""
@@ -402,23 +402,19 @@ class Runtime:
                 barrier_error.append(e)
                 raise
 
-        cfg_kwargs: dict[str, Any] = {
-            "exec_fifo": cdir.fifo_path,
-            "console_fd": console.fileno() if console is not None else -1,
-            "preserve_fds": preserve_fds,
-            "cgroup_procs": cg.procs_files(),
-            "barrier": want_barrier,
-            "state_json": start_state,
-            "stdio": stdio,
-        }
-        if hasattr(cg, "cgroup_dirs"):
-            cfg_kwargs["cgroup_dirs"] = cg.cgroup_dirs()
-        cfg = translate.to_spawn_config(spec, bundle, **cfg_kwargs)
-        if no_pivot:
-            cfg["no_pivot"] = True
-        if all_hooks["startContainer"]:
-            cfg["start_hooks"] = _hooks.to_hook_specs(all_hooks["startContainer"])
-
+        cfg = translate.to_spawn_config(
+            spec,
+            bundle,
+            exec_fifo=cdir.fifo_path,
+            console_fd=console.fileno() if console is not None else None,
+            preserve_fds=preserve_fds,
+            cgroup_procs=cg.procs_files(),
+            barrier=want_barrier,
+            state_json=start_state,
+            stdio=stdio,
+            cgroup_dirs=_cgroup_dirs(cg),
+            no_pivot=no_pivot,
+        )
         try:
             pid = _core.spawn(cfg, on_barrier if want_barrier else None)
         except BaseException as e:
@@ -663,7 +659,7 @@ class Runtime:
         try:
             cfg = translate.to_exec_config(
                 process, record.get("config") or {}, int(record["pid"]),
-                console_fd=console.fileno() if console is not None else -1,
+                console_fd=console.fileno() if console is not None else None,
                 preserve_fds=preserve_fds,
                 cgroup_procs=cg.procs_files() if cg is not None else [],
                 stdio=stdio,
@@ -773,6 +769,24 @@ class Runtime:
             },
             "annotations": {"io.github.pyrt.runtime.version": "0.1.0"},
         }
+
+
+def _cgroup_dirs(cg: Any) -> dict[str, str]:
+    """v1/hybrid: hierarchy name ("memory", "cpu,cpuacct", "unified") -> the container's dir."""
+    paths = getattr(cg, "paths", None)
+    if not isinstance(paths, dict):
+        return {}
+    from pyrt.runtime.cgroups import detect_layout
+
+    out: dict[str, str] = {}
+    for ctrl, h in detect_layout().v1.items():
+        d = paths.get(ctrl)
+        if d:
+            out[os.path.basename(h.mountpoint)] = d
+    unified = getattr(cg, "unified", None)
+    if isinstance(unified, str):
+        out["unified"] = unified
+    return out
 
 
 class _Cleanup:

@@ -145,7 +145,12 @@ class ContainerDir:
             raise NotFound(f"container '{self.id}' does not exist") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                yield
+            finally:
+                # unlock explicitly: a child spawned meanwhile shares this open file
+                # description until it execs, and closing our fd alone would not release it
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 
