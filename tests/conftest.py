@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -25,15 +26,33 @@ import pytest
 
 _TESTS = Path(__file__).resolve().parent
 _REPO = _TESTS.parent
+
+
+def _pin_pyrt() -> None:
+    """Test the installed pyrt when the source tree has no compiled core.
+
+    `python -m pytest` puts the current directory first on sys.path; from a clone's root
+    that is the source tree, whose pyrt/ lacks _core*.so unless scripts/devbuild put it
+    there. In that case move the tree behind site-packages and import pyrt now, so every
+    later `import pyrt` gets the installed package, whatever pytest adds to sys.path.
+    """
+    if list((_REPO / "pyrt").glob("_core*.so")):
+        return  # developer mode: PYTHONPATH=. with a devbuild
+    tree = [p for p in sys.path if Path(p or ".").resolve() == _REPO]
+    sys.path[:] = [p for p in sys.path if p not in tree] + [str(_REPO)]
+    with contextlib.suppress(ImportError):
+        import pyrt  # noqa: F401
+
+
+_pin_pyrt()
 # `from tests.bundle import ...` and `import bundle` must give the same module object.
-if str(_REPO) not in sys.path:
-    sys.path.append(str(_REPO))  # appended: an installed pyrt still wins over the tree
 import tests.bundle as bundle  # noqa: E402
 from tests.bundle import LeakScanner, clean_runtime_root  # noqa: E402
 
 sys.modules.setdefault("bundle", bundle)
 
 LEAK_TEST_FILE = "test_zz_no_leaks.py"
+DEFAULT_TEST_TIMEOUT = 300  # seconds, per test (pytest-timeout)
 
 
 # -- ordering -------------------------------------------------------------------------------
@@ -55,6 +74,11 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     items.sort(key=_order_key)  # stable: keeps the order within each group
+    if config.pluginmanager.hasplugin("timeout"):
+        # a hung container must fail its own test, not stall the whole CI run
+        for item in items:
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT, method="signal"))
 
 
 # -- leak detection -------------------------------------------------------------------------

@@ -1,0 +1,440 @@
+"""Container lifecycle: N sequential create + start + wait + delete of /bin/true.
+
+Claim measured: how long one short-lived container costs through pyrt-runc (a Python
+process per command), through pyrt's in-process API (pyrt.runtime.runtime.Runtime), and
+through Debian's runc and crun, all in the same run, from the same busybox bundle.
+
+For every tool and every container:
+  <tool> --root R create --bundle B --pid-file P <id>   (the API: Runtime.create)
+  pidfd_open(pid from P)                                  before start, so no exit is missed
+  <tool> --root R start <id>
+  poll(pidfd) until the init exits, then reap it (we are the child subreaper)
+  <tool> --root R delete <id>
+Each tool gets a fresh --root and one untimed warm-up container; ids are unique.
+
+crun 1.8 refuses a hybrid cgroup layout whose unified hierarchy holds a controller (here
+hugetlb). Only if crun fails for that reason, hugetlb is moved to a v1 hierarchy of its own
+(mount -t cgroup -o hugetlb) for the whole run -- every tool then runs on that layout --
+and put back at the end. The script says so when it does it.
+
+    python benchmarks/bench_runtime.py [--quick | --count N] [--tools a,b] [--write-readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.append(str(REPO))  # appended: the installed pyrt wins over the source tree
+
+from tests.bundle import cgroup_hierarchies, make_bundle, random_suffix  # noqa: E402
+
+README = REPO / "benchmarks" / "README.md"
+TOP_README = REPO / "README.md"
+BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
+HUGETLB_MNT = Path("/sys/fs/cgroup/hugetlb")
+PR_SET_CHILD_SUBREAPER = 36
+TOOLS = ("pyrt-runc", "pyrt-api", "runc", "crun")
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- waiting for a container's init ---------------------------------------------------------
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd for pid, or None if it has already exited."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+def wait_exit(pidfd: int | None, timeout: float = 30.0) -> None:
+    """Block until the process behind pidfd has exited (same method for every tool)."""
+    if pidfd is None:
+        return
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(timeout * 1000):
+            raise BenchError(f"container init did not exit within {timeout:.0f}s")
+    finally:
+        os.close(pidfd)
+
+
+def reap(pid: int) -> None:
+    """Reap pid if it was re-parented to us (we are a child subreaper)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def read_pid_file(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError) as e:
+        raise BenchError(f"pid file {path}: {e}") from None
+
+
+# -- the tools ------------------------------------------------------------------------------
+
+
+@dataclass
+class CliTool:
+    name: str
+    argv0: list[str]
+    root: Path
+    log: Path
+
+    def cmd(self, *args: str) -> None:
+        # stdout/stderr go to a file: a pipe would be inherited by the container's init and
+        # keep the command "running" until the container exits
+        with open(self.log, "ab") as log:
+            res = subprocess.run(
+                [*self.argv0, "--root", str(self.root), *args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60,
+            )  # fmt: skip
+        if res.returncode != 0:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise BenchError(
+                f"{self.name} {' '.join(args)}: exit {res.returncode}: " + " | ".join(tail)
+            )
+
+    def one(self, cid: str, bundle: Path, pid_file: Path) -> None:
+        self.cmd("create", "--bundle", str(bundle), "--pid-file", str(pid_file), cid)
+        pid = read_pid_file(pid_file)
+        pidfd = open_pidfd(pid)
+        self.cmd("start", cid)
+        wait_exit(pidfd)
+        reap(pid)
+        self.cmd("delete", cid)
+
+    def cleanup(self) -> None:
+        try:
+            ids = [e.name for e in os.scandir(self.root) if e.is_dir()]
+        except OSError:
+            ids = []
+        for cid in ids:
+            with contextlib.suppress(BenchError, subprocess.TimeoutExpired):
+                self.cmd("delete", "--force", cid)
+
+
+@dataclass
+class ApiTool:
+    name: str
+    root: Path
+
+    def __post_init__(self) -> None:
+        from pyrt.runtime.runtime import Runtime
+
+        self.rt = Runtime(str(self.root))
+
+    def one(self, cid: str, bundle: Path, pid_file: Path) -> None:
+        # stdio: the benchmark's own, as the CLI tools' containers get theirs
+        pid = self.rt.create(cid, str(bundle), pid_file=str(pid_file))
+        pidfd = open_pidfd(pid)
+        self.rt.start(cid)
+        wait_exit(pidfd)
+        self.rt.delete(cid)  # the init is the API's child: the runtime reaps it
+
+    def cleanup(self) -> None:
+        for c in self.rt.list():
+            with contextlib.suppress(Exception):
+                self.rt.delete(str(c["id"]), force=True)
+
+
+Tool = CliTool | ApiTool
+
+
+def make_tool(name: str, work: Path) -> Tool:
+    root = work / f"root-{name}"
+    log = work / f"{name}.log"
+    if name == "pyrt-api":
+        return ApiTool(name, root)
+    if name == "pyrt-runc":
+        exe = Path(sys.prefix) / "bin" / "pyrt-runc"
+        if not exe.exists():
+            raise BenchError(f"{exe} not found: pip install . into this interpreter's venv")
+        return CliTool(name, [str(exe)], root, log)
+    path = shutil.which(name)
+    if path is None:
+        raise BenchError(f"{name} not found on PATH (apt-get install {name})")
+    return CliTool(name, [path], root, log)
+
+
+# -- crun and the hybrid layout -------------------------------------------------------------
+
+
+def hugetlb_hierarchy_id() -> int | None:
+    with open("/proc/cgroups") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] == "hugetlb":
+                return int(fields[1])
+    return None
+
+
+class HugetlbV1:
+    """Moves hugetlb from the unified hierarchy to a v1 mount of its own, and back."""
+
+    def __init__(self) -> None:
+        self.mounted = False
+        self.made_dir = False
+        self.used = False  # mounted at some point of this run
+
+    def mount(self) -> None:
+        if not HUGETLB_MNT.exists():
+            HUGETLB_MNT.mkdir()
+            self.made_dir = True
+        subprocess.run(
+            ["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(HUGETLB_MNT)], check=True
+        )
+        self.mounted = self.used = True
+        print(
+            f"note: crun refused the hybrid layout; mounted hugetlb as cgroup v1 on "
+            f"{HUGETLB_MNT} for this run (undone at the end)",
+            flush=True,
+        )
+
+    def undo(self) -> None:
+        if not self.mounted:
+            return
+        # The v1 hierarchy is only released when it is unmounted without child cgroups;
+        # a just-removed child can linger for a moment, so remount and retry until the
+        # kernel reports hugetlb back on the unified hierarchy (hierarchy id 0).
+        for attempt in range(20):
+            subprocess.run(["umount", str(HUGETLB_MNT)], check=False)
+            time.sleep(0.2 + 0.1 * attempt)
+            if hugetlb_hierarchy_id() == 0:
+                break
+            subprocess.run(
+                ["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(HUGETLB_MNT)],
+                check=False,
+            )
+        else:
+            print("warning: hugetlb is still bound to a v1 hierarchy", file=sys.stderr)
+        if self.made_dir:
+            with contextlib.suppress(OSError):
+                HUGETLB_MNT.rmdir()
+        self.mounted = False
+        print(f"note: unmounted {HUGETLB_MNT}; hugetlb is back on the unified hierarchy")
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    tool: str
+    count: int
+    seconds: float | None
+    error: str | None = None
+
+    @property
+    def per_ms(self) -> float | None:
+        return None if self.seconds is None else self.seconds / self.count * 1000
+
+
+def run_tool(
+    tool: Tool, bundle: Path, work: Path, count: int, first: Callable[[], None] | None = None
+) -> Result:
+    tool.root.mkdir(parents=True, exist_ok=True)
+    pid_file = work / f"{tool.name}.pid"
+    tag = random_suffix(3)
+    try:
+        if first is not None:
+            first()
+        else:
+            tool.one(f"bench-{tag}-warm", bundle, pid_file)
+        start = time.perf_counter()
+        for i in range(count):
+            tool.one(f"bench-{tag}-{i}", bundle, pid_file)
+        return Result(tool.name, count, time.perf_counter() - start)
+    except (BenchError, OSError, subprocess.TimeoutExpired) as e:
+        return Result(tool.name, count, None, f"{type(e).__name__}: {e}")
+    except Exception as e:  # the API raises pyrt errors: report, don't hide the other rows
+        return Result(tool.name, count, None, f"{type(e).__name__}: {e}")
+    finally:
+        tool.cleanup()
+
+
+def crun_warmup(tool: Tool, bundle: Path, work: Path, huge: HugetlbV1) -> Callable[[], None]:
+    def first() -> None:
+        pid_file = work / "crun-warm.pid"
+        cid = f"bench-crun-probe-{random_suffix(3)}"
+        try:
+            tool.one(cid, bundle, pid_file)
+        except BenchError as e:
+            if "hybrid" not in str(e) or huge.mounted:
+                raise
+            tool.cleanup()
+            huge.mount()
+            tool.one(cid + "b", bundle, pid_file)
+
+    return first
+
+
+def render_table(results: list[Result], count: int) -> str:
+    by = {r.tool: r for r in results}
+    ref = by.get("pyrt-runc")
+    api = by.get("pyrt-api")
+
+    def ratio(a: Result | None, b: Result) -> str:
+        if a is None or a.seconds is None or b.seconds is None or b.seconds == 0:
+            return "-"
+        return f"{a.seconds / b.seconds:.2f}"
+
+    lines = [
+        f"{count} sequential create+start+wait+delete of /bin/true (busybox bundle)",
+        "",
+        "| tool | total s | per container ms | pyrt-runc ÷ this | pyrt API ÷ this |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        if r.seconds is None:
+            lines.append(f"| {r.tool} | failed | - | - | - |")
+            continue
+        lines.append(
+            f"| {r.tool} | {r.seconds:.2f} | {r.per_ms:.1f} | {ratio(ref, r)} | {ratio(api, r)} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_line(huge_used: bool) -> str:
+    uname = platform.uname()
+    versions = []
+    for tool in ("runc", "crun"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
+            versions.append(out.splitlines()[0].strip())
+    layout = "hybrid cgroups" + (" (hugetlb moved to v1 for crun)" if huge_used else "")
+    return (
+        f"Measured {datetime.date.today().isoformat()} on Linux {uname.release}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {layout}; "
+        f"{'; '.join(versions)}."
+    )
+
+
+def write_block(path: Path, block: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    new = f"{BEGIN}\n{block}\n{END}"
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        text = head + new + tail
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
+    path.write_text(text)
+
+
+def remove_cgroup(parent: str) -> None:
+    for hier in cgroup_hierarchies():
+        top = hier / parent.strip("/")
+        if not top.exists():
+            continue
+        for dirpath, _, _ in sorted(os.walk(top), key=lambda t: -t[0].count("/")):
+            for _ in range(50):
+                try:
+                    os.rmdir(dirpath)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=100, help="containers per tool (100)")
+    ap.add_argument("--quick", action="store_true", help="3 containers per tool")
+    ap.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
+    ap.add_argument("--write-readme", action="store_true",
+                    help="put the table into benchmarks/README.md and README.md")  # fmt: skip
+    ap.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = ap.parse_args(argv)
+    count = 3 if args.quick else args.count
+    if count < 1:
+        ap.error("--count must be at least 1")
+    names = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TOOLS]
+    if unknown or not names:
+        ap.error(f"--tools: unknown {unknown or 'empty'}; choose from {','.join(TOOLS)}")
+    if os.geteuid() != 0:
+        print("bench_runtime: needs root (creates namespaces and cgroups)", file=sys.stderr)
+        return 2
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+    cg_parent = f"/pyrt-bench-{random_suffix()}"
+    huge = HugetlbV1()
+    results: list[Result] = []
+    work = Path(tempfile.mkdtemp(prefix="pyrt-bench-"))
+    old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        bundle = make_bundle(
+            work / "bundle", ["/bin/true"],
+            # crun 1.8 knows spec 1.0.x only ("unknown version specified" for 1.2.0);
+            # nothing in this bundle needs more, and every tool gets the same file
+            **{"ociVersion": "1.0.2", "linux.cgroupsPath": f"{cg_parent}/c",
+               "hostname": "bench"},
+        )  # fmt: skip
+        tools: list[Tool] = []
+        for name in names:
+            try:
+                tools.append(make_tool(name, work))
+            except BenchError as e:
+                results.append(Result(name, count, None, str(e)))
+        # crun first: if it needs the v1 hugetlb mount, every tool then runs on that layout
+        tools.sort(key=lambda t: 0 if t.name == "crun" else 1)
+        for tool in tools:
+            first = crun_warmup(tool, bundle, work, huge) if tool.name == "crun" else None
+            print(f"running {tool.name} x {count} ...", flush=True)
+            results.append(run_tool(tool, bundle, work, count, first))
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        remove_cgroup(cg_parent)
+        huge.undo()
+        shutil.rmtree(work, ignore_errors=True)
+
+    results.sort(key=lambda r: TOOLS.index(r.tool))
+    table = render_table(results, count)
+    block = table + "\n\n" + machine_line(huge.used)
+    print()
+    print(block)
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"error: {r.tool}: {r.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+    if args.write_readme and not failed:
+        write_block(README, block)
+        if TOP_README.exists():
+            write_block(TOP_README, block)
+        print(f"wrote the table into {README} and {TOP_README}")
+    elif args.write_readme:
+        print("not writing the READMEs: some tools failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
