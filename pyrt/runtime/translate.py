@@ -4,11 +4,12 @@ Everything is resolved here, in Python: namespace types to CLONE_NEW* flags, mou
 to MS_* flags, capability names to masks, rlimit names to numbers, seccomp rules to a BPF
 program. The C side only makes system calls.
 
-Conventions the C core relies on (see the report in the spawn contract discussion):
+Conventions shared with the C core (csrc/core/spawn.c):
 - a mount entry with MS_BIND in flags and fstype None is a bind mount of `source`; its
   MS_RDONLY/MS_NOSUID/... need a remount after the bind;
-- a mount entry with MS_REMOUNT in flags (fstype and source None) changes the flags of the
-  mount already at `target`;
+- a mount entry with MS_REMOUNT in flags (and no MS_BIND) is a plain mount(2) call that
+  changes the flags of the filesystem already mounted at `target` (used to make the v1
+  cgroup tmpfs read-only after its bind mounts are in place);
 - `propagation` is applied with a separate mount(2) call after the mount itself.
 """
 
@@ -260,14 +261,15 @@ def _cgroup_mounts(
             }
         )
     if readonly:
-        # The tmpfs had to be writable to hold the mount points; make it read-only now.
+        # The tmpfs had to be writable to hold the mount points; now remount it read-only
+        # (a superblock remount: the bind mounts below it keep their own flags).
         out.append(
             {
                 "target": dest,
-                "source": None,
-                "fstype": None,
-                "data": None,
-                "flags": MS_REMOUNT | MS_BIND | MS_RDONLY | base,
+                "source": "tmpfs",
+                "fstype": "tmpfs",
+                "data": "mode=755",
+                "flags": MS_REMOUNT | MS_RDONLY | base,
                 "propagation": 0,
             }
         )

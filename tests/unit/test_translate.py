@@ -179,8 +179,8 @@ def test_cgroup_mount_v1_with_dirs(tmp_path: Path) -> None:
         assert m["fstype"] is None
         assert m["flags"] == t.MS_BIND | t.MS_REC | base | t.MS_RDONLY
     assert cg[-1] == {
-        "target": "/sys/fs/cgroup", "source": None, "fstype": None, "data": None,
-        "flags": t.MS_REMOUNT | t.MS_BIND | t.MS_RDONLY | base, "propagation": 0,
+        "target": "/sys/fs/cgroup", "source": "tmpfs", "fstype": "tmpfs", "data": "mode=755",
+        "flags": t.MS_REMOUNT | t.MS_RDONLY | base, "propagation": 0,
     }  # fmt: skip
 
 
