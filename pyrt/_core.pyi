@@ -85,4 +85,22 @@ def spawn(config: SpawnConfig, on_barrier: Callable[[int], None] | None = None) 
     released while waiting on the child.
     """
 
-def cgroup_write(path: str, value: str) -> None: ...
+def cgroup_write(path: str, value: str) -> None:
+    """Write value to a cgroup file in one write(2); CoreError names 'value' and the path."""
+
+def cgroup_write_many(writes: list[tuple[str, str]]) -> None:
+    """Write each (path, value) in order; stop at the first failure. GIL released."""
+
+def cgroup_mkdir(path: str) -> None:
+    """mkdir -p a cgroup directory (0755)."""
+
+def cgroup_rmdir(path: str, retries: int = 50, delay_ms: int = 20) -> None:
+    """rmdir a cgroup, retrying on EBUSY; a missing directory is fine."""
+
+def cgroup_device_filter(cgroup_dir: str, rules: list[tuple[str, int, int, str, bool]]) -> None:
+    """Attach a cgroup v2 device eBPF filter built from (type 'a'|'b'|'c', major or -1,
+    minor or -1, access 'rwm' subset, allow) rules; last match wins, no match denies.
+    Replaces the filters attached before. Bad rules raise ValueError."""
+
+def cgroup_device_filter_count(cgroup_dir: str) -> int:
+    """How many device filters are attached to the cgroup v2 directory."""
