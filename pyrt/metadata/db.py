@@ -1,0 +1,136 @@
+"""The metadata database: SQLite (stdlib sqlite3) in WAL mode.
+
+- Every connection: WAL journal, foreign keys ON, synchronous=FULL (a committed transaction
+  survives power loss), a busy timeout so writers queue instead of failing, rows as
+  `sqlite3.Row`, autocommit mode (transactions are explicit, via `transaction()`).
+- Threads: one connection per thread, made on first use (`threading.local`). WAL lets
+  readers run alongside the one writer; `transaction()` starts with BEGIN IMMEDIATE so a
+  writer takes the write lock up front and can't deadlock upgrading from a read. Don't pass
+  a connection or a cursor from one thread to another.
+- Processes: several may open the same file (SQLite locks it); migrations are safe to race.
+- Errors: a constraint violation (unique key, foreign key, CHECK) inside `transaction()` or
+  `execute()` becomes `Conflict` with SQLite's text; the transaction is rolled back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pyrt.errors import Conflict, SystemError_
+from pyrt.metadata.schema import MIGRATIONS, Migration, current_version, migrate
+
+
+class Database:
+    def __init__(self, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS,
+                 timeout_s: float = 10.0) -> None:
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.applied_migrations = migrate(self.connection(), migrations)
+
+    # -- connections -----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as e:
+            raise SystemError_(f"open metadata database {self.path}: {e}") from e
+        conn.row_factory = sqlite3.Row
+        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise SystemError_(f"metadata database {self.path}: cannot use WAL (got {mode})")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+        return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        if self._closed:
+            raise SystemError_(f"metadata database {self.path} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            self._local.depth = 0
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connection. Call when no thread uses the database."""
+        with self._lock:
+            self._closed = True
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE); commits on success, rolls back on error.
+        Nested use becomes a SAVEPOINT, so an inner failure undoes only the inner part."""
+        conn = self.connection()
+        depth: int = self._local.depth
+        savepoint = f"sp{depth}"
+        conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+        self._local.depth = depth + 1
+        try:
+            yield conn
+        except BaseException as e:
+            if depth == 0:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            else:
+                conn.execute(f"ROLLBACK TO {savepoint}")
+                conn.execute(f"RELEASE {savepoint}")
+            if isinstance(e, sqlite3.IntegrityError):
+                raise Conflict(f"metadata: {e}") from e
+            raise
+        else:
+            try:
+                conn.execute("COMMIT" if depth == 0 else f"RELEASE {savepoint}")
+            except sqlite3.Error as e:
+                if depth == 0 and conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.IntegrityError):
+                    raise Conflict(f"metadata: {e}") from e
+                raise
+        finally:
+            self._local.depth = depth
+
+    # -- conveniences ----------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        """One statement (its own transaction unless inside `transaction()`)."""
+        try:
+            return self.connection().execute(sql, params)
+        except sqlite3.IntegrityError as e:
+            raise Conflict(f"metadata: {e}") from e
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        return list(self.connection().execute(sql, params).fetchall())
+
+    def query_one(self, sql: str,
+                  params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.connection().execute(sql, params).fetchone()
+        return row
+
+    def schema_version(self) -> int:
+        return current_version(self.connection())

@@ -1,0 +1,190 @@
+"""The metadata schema, as an ordered list of migrations.
+
+A database records the steps it has taken in `schema_version` (one row per step). Opening
+a database applies, in order, only the steps newer than its highest version, each in its
+own transaction (SQLite DDL is transactional: a step lands whole or not at all). A database
+newer than this code is refused rather than guessed at.
+
+Rules for adding a step: append, never edit a released one; give it the next version; make
+it a list of SQL statements or a function of the connection (for data rewrites). A step
+runs with foreign keys ON; a step that must rebuild a table (SQLite's 12-step ALTER dance)
+should copy data into the new table rather than rely on disabling them.
+
+Schema v1 (images and layers; containers come in a later step):
+
+    images        id (config digest = image ID) PK, manifest/index digests, config JSON,
+                  platform, size, timestamps
+    tags          name (full reference "docker.io/library/busybox:latest") PK -> images;
+                  RESTRICT: an image with tags can't be deleted until it is untagged
+    repo_digests  name ("docker.io/library/busybox@sha256:...") PK -> images; CASCADE
+    snapshots     chain_id PK, diff_id, parent -> snapshots (RESTRICT: no orphaned child),
+                  size, refcount (kept by triggers on image_layers)
+    image_layers  (image_id, position) PK -> images CASCADE; chain_id -> snapshots RESTRICT;
+                  the compressed blob digest/media type/size in the content store
+
+An image lists its chain (position 0 = bottom) in image_layers, so every ancestor of its
+top layer is referenced, and a snapshot's refcount is the number of images using it. A
+snapshot with refcount 0 and no children may be removed; the blobs to keep in the content
+store are images.id, manifest_digest, index_digest and image_layers.blob_digest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pyrt.errors import FailedPrecondition, SystemError_
+
+Step = Sequence[str] | Callable[[sqlite3.Connection], None]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    step: Step
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        if callable(self.step):
+            self.step(conn)
+        else:
+            for sql in self.step:
+                conn.execute(sql)
+
+
+V1_IMAGES = Migration(
+    1,
+    "images, tags, repo digests, snapshots and image layers",
+    (
+        """CREATE TABLE images (
+            id                  TEXT PRIMARY KEY,
+            manifest_digest     TEXT,
+            manifest_media_type TEXT,
+            index_digest        TEXT,
+            config_json         TEXT NOT NULL,
+            created             TEXT,
+            architecture        TEXT NOT NULL,
+            os                  TEXT NOT NULL,
+            variant             TEXT NOT NULL DEFAULT '',
+            size                INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+            added_at            REAL NOT NULL
+        )""",
+        "CREATE INDEX images_manifest ON images(manifest_digest)",
+        """CREATE TABLE tags (
+            name       TEXT PRIMARY KEY,
+            repository TEXT NOT NULL,
+            image_id   TEXT NOT NULL REFERENCES images(id) ON DELETE RESTRICT,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX tags_image ON tags(image_id)",
+        "CREATE INDEX tags_repository ON tags(repository)",
+        """CREATE TABLE repo_digests (
+            name       TEXT PRIMARY KEY,
+            repository TEXT NOT NULL,
+            image_id   TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX repo_digests_image ON repo_digests(image_id)",
+        """CREATE TABLE snapshots (
+            chain_id   TEXT PRIMARY KEY,
+            diff_id    TEXT NOT NULL,
+            parent     TEXT REFERENCES snapshots(chain_id) ON DELETE RESTRICT,
+            size       INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+            refcount   INTEGER NOT NULL DEFAULT 0 CHECK (refcount >= 0),
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX snapshots_parent ON snapshots(parent)",
+        """CREATE TABLE image_layers (
+            image_id    TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            position    INTEGER NOT NULL CHECK (position >= 0),
+            chain_id    TEXT NOT NULL REFERENCES snapshots(chain_id) ON DELETE RESTRICT,
+            blob_digest TEXT,
+            media_type  TEXT,
+            blob_size   INTEGER CHECK (blob_size IS NULL OR blob_size >= 0),
+            PRIMARY KEY (image_id, position)
+        )""",
+        "CREATE INDEX image_layers_chain ON image_layers(chain_id)",
+        "CREATE INDEX image_layers_blob ON image_layers(blob_digest)",
+        """CREATE TRIGGER image_layers_ref AFTER INSERT ON image_layers BEGIN
+            UPDATE snapshots SET refcount = refcount + 1 WHERE chain_id = NEW.chain_id;
+        END""",
+        """CREATE TRIGGER image_layers_unref AFTER DELETE ON image_layers BEGIN
+            UPDATE snapshots SET refcount = refcount - 1 WHERE chain_id = OLD.chain_id;
+        END""",
+        """CREATE TRIGGER image_layers_move AFTER UPDATE OF chain_id ON image_layers BEGIN
+            UPDATE snapshots SET refcount = refcount - 1 WHERE chain_id = OLD.chain_id;
+            UPDATE snapshots SET refcount = refcount + 1 WHERE chain_id = NEW.chain_id;
+        END""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1_IMAGES,)
+
+
+def check_migrations(migrations: Sequence[Migration]) -> None:
+    """Versions must be 1, 2, 3, ... in order."""
+    for i, m in enumerate(migrations, start=1):
+        if m.version != i:
+            raise ValueError(
+                f"migration list out of order: position {i} holds version {m.version}"
+            )
+
+
+_CREATE_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at  REAL NOT NULL
+)"""
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if row is None:
+        return 0
+    (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+    return int(version)
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Bring the database up to the last migration; returns the versions applied now.
+
+    `conn` must be in autocommit mode (isolation_level=None). Safe against a concurrent
+    migrator: each step re-reads the version inside its own write transaction.
+    """
+    check_migrations(migrations)
+    latest = migrations[-1].version if migrations else 0
+    conn.execute(_CREATE_VERSION_TABLE)
+    have = current_version(conn)
+    if have > latest:
+        raise FailedPrecondition(
+            f"metadata database schema version {have} is newer than this pyrt supports "
+            f"({latest}); upgrade pyrt"
+        )
+    applied: list[int] = []
+    for m in migrations:
+        if m.version <= have:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if current_version(conn) >= m.version:  # someone else got there first
+                conn.execute("COMMIT")
+                continue
+            m.apply(conn)
+            conn.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                (m.version, m.description, time.time()),
+            )
+            conn.execute("COMMIT")
+        except BaseException as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise SystemError_(
+                    f"metadata migration {m.version} ({m.description}) failed: {e}"
+                ) from e
+            raise
+        applied.append(m.version)
+    return applied
