@@ -186,8 +186,9 @@ def _resolve_media_type(obj: dict[str, Any], content_type: str | None) -> str:
     header = _content_type(content_type)
     if header in _GENERIC_CONTENT_TYPES:
         header = ""
+    sv = obj.get("schemaVersion")
     if (body in mt.SCHEMA1_TYPES or header in mt.SCHEMA1_TYPES
-            or obj.get("schemaVersion") == 1):
+            or (type(sv) is int and sv == 1)):
         raise InvalidArgument(SCHEMA1_MESSAGE)
     if body and header and body != header:
         raise InvalidArgument(
