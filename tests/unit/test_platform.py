@@ -41,9 +41,9 @@ def test_uname_mapping(machine: str, expected: str) -> None:
     assert str(platform_from_uname(machine)) == expected
 
 
-V2 = "cx16 lahf_lm popcnt sse4_1 sse4_2 ssse3".split()
-V3 = V2 + "avx avx2 bmi1 bmi2 f16c fma abm movbe xsave".split()
-V4 = V3 + "avx512f avx512bw avx512cd avx512dq avx512vl".split()
+V2 = ["cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"]
+V3 = V2 + ["avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"]
+V4 = V3 + ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"]
 
 
 def test_amd64_levels() -> None:
