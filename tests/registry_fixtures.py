@@ -395,6 +395,7 @@ class Proxy:
 
 @dataclass
 class TestImage:
+    __test__ = False  # not a pytest class
     config: bytes
     layers: list[bytes]  # compressed layer blobs
     manifest: bytes

@@ -331,6 +331,7 @@ def _ssl_context(verify: bool) -> ssl.SSLContext:
 class _Token:
     value: str
     expires: float
+    fetched: float = field(default_factory=time.monotonic)
 
 
 # -- the client -------------------------------------------------------------------------------
@@ -372,6 +373,7 @@ class RegistryClient:
         self._selected: dict[bool, Endpoint] = {}  # allow_mirror -> endpoint
         self._challenges: dict[str, Challenge | None] = {}  # netloc -> challenge
         self._tokens: dict[tuple[str, tuple[str, ...]], _Token] = {}
+        self._token_flights: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}
         self._dead_mirrors: set[str] = set()
 
     # -- endpoints ---------------------------------------------------------------------
@@ -644,6 +646,7 @@ class RegistryClient:
     def _auth_header(
         self, ep: Endpoint, scopes: Sequence[str], *, what: str, refresh: bool = False
     ) -> str | None:
+        started = time.monotonic()
         ch = self._challenges.get(ep.netloc)
         if ch is None:
             return None
@@ -657,7 +660,14 @@ class RegistryClient:
             tok = self._tokens.get(key)
             if tok is not None and not refresh and tok.expires > time.monotonic():
                 return f"Bearer {tok.value}"
-        return f"Bearer {self._fetch_token(ep, ch, scopes, creds, what=what)}"
+            flight = self._token_flights.setdefault(key, threading.Lock())
+        with flight:  # one fetch per scope set, however many threads want it
+            with self._lock:
+                tok = self._tokens.get(key)
+                fresh = tok is not None and tok.expires > time.monotonic()
+            if tok is not None and fresh and (not refresh or tok.fetched > started):
+                return f"Bearer {tok.value}"
+            return f"Bearer {self._fetch_token(ep, ch, scopes, creds, what=what)}"
 
     def _request(
         self,
