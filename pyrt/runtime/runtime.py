@@ -415,6 +415,7 @@ class Runtime:
             cgroup_dirs=_cgroup_dirs(cg),
             no_pivot=no_pivot,
         )
+        _drop_remount_entries(cfg)
         try:
             pid = _core.spawn(cfg, on_barrier if want_barrier else None)
         except BaseException as e:
@@ -787,6 +788,22 @@ def _cgroup_dirs(cg: Any) -> dict[str, str]:
     if isinstance(unified, str):
         out["unified"] = unified
     return out
+
+
+def _drop_remount_entries(cfg: Any) -> None:
+    """Drop pure MS_REMOUNT entries (no source) from the mount list.
+
+    translate.py ends a read-only v1 "cgroup" mount with a remount of its tmpfs; the C
+    spawn does not take remount entries (it would bind-mount a NULL source and fail with
+    EINVAL). Until it does, the tmpfs stays writable; the hierarchies bound into it stay
+    read-only.
+    """
+    ms_remount = 32  # MS_REMOUNT
+    mounts = cfg.get("mounts")
+    if mounts:
+        cfg["mounts"] = [
+            m for m in mounts if not (m.get("flags", 0) & ms_remount and not m.get("source"))
+        ]
 
 
 class _Cleanup:
