@@ -12,6 +12,7 @@ namespace py = pybind11;
 
 void bind_spawn(py::module_ &m);
 void bind_cgroup(py::module_ &m);
+void bind_layer(py::module_ &m);
 
 namespace pyrt {
 
@@ -35,4 +36,5 @@ PYBIND11_MODULE(_core, m) {
   m.attr("CoreError") = py::handle(pyrt::core_error_type);
   bind_spawn(m);
   bind_cgroup(m);
+  bind_layer(m);
 }
