@@ -455,7 +455,7 @@ def test_partial_ingest_restarts_when_server_ignores_range(
 
 _PULL_SCRIPT = """
 import sys
-sys.path.insert(0, sys.argv[3])
+sys.path.append(sys.argv[3])  # after site-packages: an installed pyrt wins
 from pyrt.content.store import ContentStore
 from pyrt.images import transfer
 from pyrt.images.registry import RegistryClient
