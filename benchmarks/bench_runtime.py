@@ -217,25 +217,54 @@ class HugetlbV1:
     def undo(self) -> None:
         if not self.mounted:
             return
-        # The v1 hierarchy is only released when it is unmounted without child cgroups;
-        # a just-removed child can linger for a moment, so remount and retry until the
-        # kernel reports hugetlb back on the unified hierarchy (hierarchy id 0).
+        # The v1 hierarchy is only released when it is unmounted with no child cgroups;
+        # a just-removed child can linger a moment, and other programs (podman's conmon)
+        # may have made cgroups in it meanwhile. So: remove the children, unmount, and if
+        # the kernel still lists hugetlb on a v1 hierarchy, remount and try again.
+        ok = False
         for attempt in range(20):
-            subprocess.run(["umount", str(HUGETLB_MNT)], check=False)
+            if os.path.ismount(HUGETLB_MNT):
+                remove_cgroup_children(HUGETLB_MNT)
+                subprocess.run(["umount", str(HUGETLB_MNT)], check=False)
             time.sleep(0.2 + 0.1 * attempt)
             if hugetlb_hierarchy_id() == 0:
+                ok = True
                 break
             subprocess.run(
                 ["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(HUGETLB_MNT)],
                 check=False,
             )
-        else:
-            print("warning: hugetlb is still bound to a v1 hierarchy", file=sys.stderr)
-        if self.made_dir:
-            with contextlib.suppress(OSError):
-                HUGETLB_MNT.rmdir()
+        if os.path.ismount(HUGETLB_MNT):
+            subprocess.run(["umount", str(HUGETLB_MNT)], check=False)
+        if self.made_dir and not os.path.ismount(HUGETLB_MNT):
+            # a plain directory on /sys/fs/cgroup's tmpfs now; programs may have written
+            # into it while it was not a mount
+            shutil.rmtree(HUGETLB_MNT, ignore_errors=True)
         self.mounted = False
-        print(f"note: unmounted {HUGETLB_MNT}; hugetlb is back on the unified hierarchy")
+        if ok:
+            print(f"note: unmounted {HUGETLB_MNT}; hugetlb is back on the unified hierarchy")
+        else:
+            print(
+                "warning: hugetlb is still bound to a v1 hierarchy (a cgroup in it is busy); "
+                "it returns to the unified hierarchy once that hierarchy is empty and "
+                "unmounted",
+                file=sys.stderr,
+            )
+
+
+def remove_cgroup_children(top: Path) -> None:
+    """rmdir every cgroup below top, deepest first, retrying briefly while busy."""
+    for dirpath, _, _ in sorted(os.walk(top), key=lambda t: -t[0].count("/")):
+        if Path(dirpath) == top:
+            continue
+        for _ in range(25):
+            try:
+                os.rmdir(dirpath)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -348,17 +377,10 @@ def write_block(path: Path, block: str) -> None:
 def remove_cgroup(parent: str) -> None:
     for hier in cgroup_hierarchies():
         top = hier / parent.strip("/")
-        if not top.exists():
-            continue
-        for dirpath, _, _ in sorted(os.walk(top), key=lambda t: -t[0].count("/")):
-            for _ in range(50):
-                try:
-                    os.rmdir(dirpath)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+        if top.exists():
+            remove_cgroup_children(top)
+            with contextlib.suppress(OSError):
+                top.rmdir()
 
 
 def main(argv: list[str] | None = None) -> int:
