@@ -819,6 +819,9 @@ static void init_child(const pyrt_spawn_config_t *cfg, int syncfd) {
   }
   if (do_pivot(cfg, &err) < 0)
     child_fail(syncfd, &err);
+  /* sysctls go in before /proc/sys turns read-only below */
+  if (set_sysctls(cfg, &err) < 0)
+    child_fail(syncfd, &err);
   for (size_t i = 0; i < cfg->n_masked; i++)
     if (mask_path(cfg->masked_paths[i], &err) < 0)
       child_fail(syncfd, &err);
@@ -838,8 +841,6 @@ static void init_child(const pyrt_spawn_config_t *cfg, int syncfd) {
     pyrt_error_set(&err, errno, "set domainname %s", cfg->domainname);
     child_fail(syncfd, &err);
   }
-  if (set_sysctls(cfg, &err) < 0)
-    child_fail(syncfd, &err);
   finish_process(cfg, syncfd, fifofd, procfd);
 }
 

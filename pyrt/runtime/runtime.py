@@ -364,11 +364,14 @@ class Runtime:
         cleanup.push(cg.destroy)
         record["cgroup"] = cg.to_state()
         cdir.write(record)
-        resources = linux.get("resources")
+        resources = _with_default_devices(linux)
         if resources:
             cg.apply(resources)
 
         os.mkfifo(cdir.fifo_path, 0o622)
+        # mkfifo obeys the umask; a container whose root maps to another uid must still
+        # be able to open the fifo for writing
+        os.chmod(cdir.fifo_path, 0o622)
 
         console: socket.socket | None = None
         if console_socket is not None:
@@ -415,7 +418,6 @@ class Runtime:
             cgroup_dirs=_cgroup_dirs(cg),
             no_pivot=no_pivot,
         )
-        _drop_remount_entries(cfg)
         try:
             pid = _core.spawn(cfg, on_barrier if want_barrier else None)
         except BaseException as e:
@@ -790,20 +792,23 @@ def _cgroup_dirs(cg: Any) -> dict[str, str]:
     return out
 
 
-def _drop_remount_entries(cfg: Any) -> None:
-    """Drop pure MS_REMOUNT entries (no source) from the mount list.
+def _with_default_devices(linux: dict[str, Any]) -> dict[str, Any] | None:
+    """linux.resources with the device rules every container gets appended, as runc does:
+    the spec's linux.devices and the standard nodes (null, zero, tty, ptmx, pts...)."""
+    from pyrt.runtime.cgroups import DEFAULT_DEVICE_RULES
 
-    translate.py ends a read-only v1 "cgroup" mount with a remount of its tmpfs; the C
-    spawn does not take remount entries (it would bind-mount a NULL source and fail with
-    EINVAL). Until it does, the tmpfs stays writable; the hierarchies bound into it stay
-    read-only.
-    """
-    ms_remount = 32  # MS_REMOUNT
-    mounts = cfg.get("mounts")
-    if mounts:
-        cfg["mounts"] = [
-            m for m in mounts if not (m.get("flags", 0) & ms_remount and not m.get("source"))
-        ]
+    resources = linux.get("resources")
+    if not resources or resources.get("devices") is None:
+        return resources
+    rules = list(resources["devices"])
+    for dev in linux.get("devices") or []:
+        if dev.get("type") in ("c", "b"):
+            rules.append({"allow": True, "type": dev["type"], "major": dev.get("major"),
+                          "minor": dev.get("minor"), "access": "rwm"})  # fmt: skip
+    for rule in DEFAULT_DEVICE_RULES:
+        rules.append({"allow": True, "type": rule.type, "major": rule.major,
+                      "minor": None if rule.minor < 0 else rule.minor, "access": rule.access})  # fmt: skip
+    return {**resources, "devices": rules}
 
 
 class _Cleanup:

@@ -185,6 +185,36 @@ def id_map(mappings: list[Mapping[str, int]] | None) -> str | None:
     return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in mappings)
 
 
+def _has_sys_resource() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 24))
+    except OSError:
+        pass
+    return False
+
+
+def clamp_rlimit(number: int, name: str, soft: int, hard: int) -> tuple[int, int, int]:
+    """(number, soft, hard), lowered to the runtime's own hard limit when it may not raise it.
+
+    Without CAP_SYS_RESOURCE setrlimit refuses a hard limit above the current one (podman
+    asks for RLIMIT_NOFILE 1048576, for one); the container gets the most it can have, and
+    the runtime says so on its logger.
+    """
+    _, current_hard = resource.getrlimit(number)
+    if current_hard == resource.RLIM_INFINITY or hard <= current_hard or _has_sys_resource():
+        return (number, soft, hard)
+    import logging
+
+    logging.getLogger("pyrt.runtime").warning(
+        "process.rlimits %s: hard limit %d lowered to %d (no CAP_SYS_RESOURCE)",
+        name, hard, current_hard,
+    )  # fmt: skip
+    return (number, min(soft, current_hard), current_hard)
+
+
 def rlimit_number(name: str) -> int:
     """The RLIMIT_* number for a runtime-spec rlimit type."""
     value = getattr(resource, name, None)
@@ -392,7 +422,8 @@ def _process_fields(
     umask = user.get("umask")
     cfg["umask"] = umask if umask is not None else DEFAULT_UMASK
     cfg["rlimits"] = [
-        (rlimit_number(r["type"]), r["soft"], r["hard"]) for r in process.get("rlimits") or []
+        clamp_rlimit(rlimit_number(r["type"]), r["type"], r["soft"], r["hard"])
+        for r in process.get("rlimits") or []
     ]
     cfg["capabilities"] = capability_masks(
         process.get("capabilities"), f"{where}: {prefix}capabilities"
