@@ -806,8 +806,11 @@ def _with_default_devices(linux: dict[str, Any]) -> dict[str, Any] | None:
             rules.append({"allow": True, "type": dev["type"], "major": dev.get("major"),
                           "minor": dev.get("minor"), "access": "rwm"})  # fmt: skip
     for rule in DEFAULT_DEVICE_RULES:
-        rules.append({"allow": True, "type": rule.type, "major": rule.major,
-                      "minor": None if rule.minor < 0 else rule.minor, "access": rule.access})  # fmt: skip
+        minor = None if rule.minor < 0 else rule.minor
+        rules.append(
+            {"allow": True, "type": rule.type, "major": rule.major, "minor": minor,
+             "access": rule.access}
+        )  # fmt: skip
     return {**resources, "devices": rules}
 
 
