@@ -266,10 +266,10 @@ class ImageService:
         blobs = [manifest_digest, image_id, *(d.digest for d in manifest.layers)]
         if index_digest:
             blobs.append(index_digest)
-        with self._protect_blobs(blobs), self.snapshots.hold(chain_ids):
-            created: list[str] = []
-            sizes: list[int] = []
-            try:
+        created: list[str] = []
+        sizes: list[int] = []
+        try:
+            with self._protect_blobs(blobs), self.snapshots.hold(chain_ids):
                 for i, layer in enumerate(manifest.layers):
                     existed = self.snapshots.exists(chain_ids[i])
                     if not existed:
@@ -292,11 +292,13 @@ class ImageService:
                     sizes.append(snap.size)
                 self._insert(image_id, config, config_bytes, manifest, manifest_digest,
                              index_digest, chain_ids, sum(sizes), tags, repo_digests)
-            except BaseException:
-                for chain_id in reversed(created):  # nothing of a failed image stays
-                    with contextlib.suppress(PyrtError):
-                        self.snapshots.remove(chain_id)
-                raise
+        except BaseException:
+            # nothing of a failed image stays (after our pins are released, so the
+            # snapshots can go; one another registration pins or uses is kept)
+            for chain_id in reversed(created):
+                with contextlib.suppress(PyrtError):
+                    self.snapshots.remove(chain_id)
+            raise
         return self._load(image_id)
 
     def _insert(self, image_id: str, config: ImageConfig, config_bytes: bytes,
