@@ -346,9 +346,9 @@ def test_load_oci_layout_ref_names(dest: tuple[ContentStore, Recorder],
 
 def _tamper(data: bytes, name: str, new: bytes) -> bytes:
     """Rebuild the tar with member `name`'s content replaced (same name)."""
-    src = tarfile.open(fileobj=io.BytesIO(data))
     out = io.BytesIO()
-    with src, tarfile.open(fileobj=out, mode="w") as dst:
+    with tarfile.open(fileobj=io.BytesIO(data)) as src, \
+            tarfile.open(fileobj=out, mode="w") as dst:
         for m in src.getmembers():
             if m.isreg():
                 content = new if m.name == name else (src.extractfile(m) or io.BytesIO()).read()
