@@ -457,3 +457,31 @@ def test_reconcile_after_crash(env: Env, monkeypatch: pytest.MonkeyPatch) -> Non
     img = images.pull(ref)  # and it works afterwards
     assert [s.refcount for s in env.snapshots.chain(img.top_chain_id or "")] == [1, 1]
 
+
+
+def test_pull_through_an_index_records_the_index_digest(env: Env) -> None:
+    from pyrt.images import transfer
+    from pyrt.oci.platform import host_platform
+    from tests.registry_fixtures import build_index
+
+    here = host_platform().architecture
+    there = "arm64" if here != "arm64" else "amd64"
+    mine, theirs = build([{"m": b"mine"}]), build([{"t": b"theirs"}], cmd=["other"])
+    index = build_index([(theirs.image, there), (mine.image, here)])
+    for b in (mine, theirs):
+        env.push(b, "multi/app:tmp")
+    env.source.write_blob(index, sha256(index))
+    ref = f"{env.registry.host}/multi/app:1"
+    transfer.push(ref, env.source, sha256(index), client_factory=client_factory)
+    img = env.images.pull(ref)
+    assert img.id == mine.image.config_digest
+    assert img.index_digest == sha256(index) and img.manifest_digest == mine.image.digest
+    assert img.repo_digests == (f"{env.registry.host}/multi/app@{sha256(index)}",)
+    # by either digest in that repository
+    assert env.images.get(f"{env.registry.host}/multi/app@{mine.image.digest}").id == img.id
+    assert env.images.get(f"{env.registry.host}/multi/app@{sha256(index)}").id == img.id
+    with pytest.raises(NotFound):
+        env.images.get(f"{env.registry.host}/elsewhere@{mine.image.digest}")
+    other = env.images.pull(ref, platform=f"linux/{there}")
+    assert other.id == theirs.image.config_digest and other.downloaded
+    assert env.images.inspect(other.id)["Config"]["Cmd"] == ["other"]
