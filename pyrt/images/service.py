@@ -516,6 +516,14 @@ class ImageService:
         delete = False
         if resolved.by_reference is not None:
             ref = resolved.by_reference
+            if ref.digest is not None and str(ref) not in image.repo_digests:
+                # matched through the image's manifest/index digest, not a recorded name
+                same = [r for r in refs if r.name == ref.name and r.digest is not None]
+                if not same:
+                    raise InvalidArgument(
+                        f"{name} is not a recorded reference of image {image.short_id}; "
+                        "remove it by tag or by id")
+                ref = same[0]
             untag.append(ref)
             left = [r for r in refs if str(r) != str(ref)]
             if ref.digest is None and not any(
