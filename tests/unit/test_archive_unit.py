@@ -68,7 +68,10 @@ class Recorder:
             assert len(data) == layer.size
             comp = mt.layer_compression(layer.media_type)
             assert archive.detect_compression(data[:4]) == comp
-            diffs.append(sha(gzip.decompress(data) if comp == "gzip" else data))
+            if comp == "zstd":
+                diffs.append(archive.diff_id_of_file(self.store.path(layer.digest), comp))
+            else:
+                diffs.append(sha(gzip.decompress(data) if comp == "gzip" else data))
         assert diffs == list(config.diff_ids)
         self.calls.append({"manifest": manifest_digest, "index": index_digest,
                            "tags": list(tags or []), "id": manifest.config.digest})
@@ -663,3 +666,32 @@ def test_hello_binary_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     not_elf.write_bytes(b"#!/bin/sh\n")
     with pytest.raises(InvalidArgument, match="not an ELF"):
         hello.hello_world_image(ContentStore(tmp_path / "s"), binary=not_elf)
+
+
+def test_zstd_layers_save_and_load(store: ContentStore, dest: tuple[ContentStore, Recorder],
+                                   tmp_path: Path) -> None:
+    """zstd layers go through the zstd program: decompressed for docker's layout, kept in
+    an OCI layout (and their diff ids checked on load)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("zstd") is None:
+        pytest.skip("the zstd program is not installed")
+    blob = subprocess.run(["zstd", "-q", "-c"], input=LAYER_A, capture_output=True,
+                          check=True).stdout
+    layer_digest = store.write_blob(blob)
+    config = _config_for([LAYER_A])
+    config_digest = store.write_blob(config)
+    manifest = archive.json_bytes({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": mt.OCI_LAYER_TAR_ZSTD, "digest": layer_digest,
+                    "size": len(blob)}]})
+    img = FakeImage(config_digest, store.write_blob(manifest))
+    files = tar_members(save_bytes(store, [(img, ["z:1"])], "docker"))
+    assert files[json.loads(files["manifest.json"])[0]["Layers"][0]] == LAYER_A
+    oci = save_bytes(store, [(img, ["z:1"])], "oci")
+    assert tar_members(oci)[f"blobs/sha256/{layer_digest[7:]}"] == blob
+    dstore, rec = dest
+    assert archive.load(io.BytesIO(oci), store=dstore, service=rec) == ["z:1"]
+    assert rec.calls[0]["manifest"] == img.manifest_digest
