@@ -1,0 +1,1 @@
+"""Containers: Docker-style options, OCI spec generation, lifecycle, shim client, logs."""

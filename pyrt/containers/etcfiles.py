@@ -1,0 +1,243 @@
+"""Per-container /etc/hostname, /etc/hosts and /etc/resolv.conf, written on the host and
+bind-mounted into the container (their host paths go to specgen's `etc_files`).
+
+    paths = write_etc_files(container_dir, hostname="web", ip="172.18.0.5",
+                            extra_hosts=host.ExtraHosts, dns=host.Dns, ...)
+    # {"hostname": ".../hostname", "hosts": ".../hosts", "resolv.conf": ".../resolv.conf"}
+
+resolv.conf is derived from the host's the way Docker does it: nameservers on loopback
+(127.0.0.0/8, ::1) cannot be reached from the container's network namespace and are
+dropped; when none is left, Google's public resolvers are written instead (8.8.8.8 and
+8.8.4.4, plus their IPv6 twins when the container has IPv6). When the host's file only
+points at systemd-resolved's stub (127.0.0.53), the real upstream list in
+/run/systemd/resolve/resolv.conf is used. Dns / DnsSearch / DnsOptions replace the
+nameserver, search and options lines; DnsSearch ["."] means no search domains at all.
+Nothing here contacts any of these servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pyrt.containers.options import parse_extra_host
+from pyrt.errors import InvalidArgument
+
+ETC_FILES = ("hostname", "hosts", "resolv.conf")
+HOST_RESOLV_CONF = "/etc/resolv.conf"
+SYSTEMD_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
+DEFAULT_DNS_V4 = ("8.8.8.8", "8.8.4.4")
+DEFAULT_DNS_V6 = ("2001:4860:4860::8888", "2001:4860:4860::8844")
+
+_HOSTS_DEFAULT = (
+    ("127.0.0.1", "localhost"),
+    ("::1", "localhost ip6-localhost ip6-loopback"),
+    ("fe00::0", "ip6-localnet"),
+    ("ff00::0", "ip6-mcastprefix"),
+    ("ff02::1", "ip6-allnodes"),
+    ("ff02::2", "ip6-allrouters"),
+)
+
+
+def hostname_content(hostname: str) -> str:
+    return f"{hostname}\n"
+
+
+def hosts_content(
+    hostname: str,
+    *,
+    domainname: str = "",
+    ips: Iterable[str] = (),
+    extra_hosts: Iterable[str] = (),
+    host_gateway: str | None = None,
+    ipv6: bool = True,
+) -> str:
+    """The container's /etc/hosts: localhost lines, ExtraHosts, then its own addresses.
+
+    `ips`: the container's addresses (none for --network none/host); `host_gateway`: what
+    "host-gateway" in ExtraHosts stands for (an error if used without one); without
+    `ipv6`, the IPv6 lines are left out.
+    """
+    lines = [f"{ip}\t{names}" for ip, names in _HOSTS_DEFAULT if ipv6 or ":" not in ip]
+    for i, entry in enumerate(extra_hosts):
+        name, ip = parse_extra_host(entry, f"HostConfig.ExtraHosts[{i}]")
+        if ip == "host-gateway":
+            if not host_gateway:
+                raise InvalidArgument(
+                    f"HostConfig.ExtraHosts[{i}]: 'host-gateway' has no address here "
+                    "(no host gateway IP is configured)"
+                )
+            ip = host_gateway
+        lines.append(f"{ip}\t{name}")
+    names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+    for ip in ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InvalidArgument(f"container address {ip!r} is not an IP address") from None
+        lines.append(f"{ip}\t{names}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ResolvConf:
+    nameservers: list[str] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)  # lines kept as they are (sortlist...)
+
+
+def parse_resolv_conf(text: str) -> ResolvConf:
+    rc = ResolvConf()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        fields = line.split()
+        key, values = fields[0], fields[1:]
+        if key == "nameserver" and values:
+            rc.nameservers.append(values[0])
+        elif key in ("search", "domain"):
+            rc.search = values  # the last search/domain line wins
+        elif key == "options":
+            rc.options.extend(values)
+        else:
+            rc.other.append(line)
+    return rc
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def resolv_conf_content(
+    host_text: str,
+    *,
+    dns: Iterable[str] = (),
+    dns_search: Iterable[str] = (),
+    dns_options: Iterable[str] = (),
+    ipv6: bool = False,
+) -> str:
+    """The container's resolv.conf from the host's text and the Dns* overrides."""
+    rc = parse_resolv_conf(host_text)
+    dns, dns_search, dns_options = list(dns), list(dns_search), list(dns_options)
+    if dns:
+        servers = dns
+    else:
+        servers = [ns for ns in rc.nameservers if not is_loopback(ns)]
+        if not ipv6:
+            servers = [ns for ns in servers if ":" not in ns]
+        if not servers:
+            servers = list(DEFAULT_DNS_V4) + (list(DEFAULT_DNS_V6) if ipv6 else [])
+    search = dns_search if dns_search else rc.search
+    if search == ["."]:
+        search = []
+    options = dns_options if dns_options else rc.options
+    lines = ["# Generated by pyrt from the host's resolv.conf; edits are kept until restart."]
+    lines += [f"nameserver {ns}" for ns in servers]
+    if search:
+        lines.append("search " + " ".join(search))
+    if options:
+        lines.append("options " + " ".join(options))
+    lines += rc.other
+    return "\n".join(lines) + "\n"
+
+
+def host_resolv_conf(path: str = HOST_RESOLV_CONF, systemd_path: str = SYSTEMD_RESOLV_CONF) -> str:
+    """The host's resolv.conf text (systemd-resolved's upstream list when the host's file
+    only names its loopback stub); "" when there is none."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    servers = parse_resolv_conf(text).nameservers
+    if servers and all(ns == "127.0.0.53" for ns in servers):
+        try:
+            with open(systemd_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            pass
+    return text
+
+
+def _atomic_write(path: str, content: str, mode: int = 0o644) -> None:
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_etc_files(
+    directory: str,
+    *,
+    hostname: str,
+    domainname: str = "",
+    ips: Iterable[str] = (),
+    extra_hosts: Iterable[str] = (),
+    host_gateway: str | None = None,
+    dns: Iterable[str] = (),
+    dns_search: Iterable[str] = (),
+    dns_options: Iterable[str] = (),
+    ipv6: bool = False,
+    host_resolv_path: str = HOST_RESOLV_CONF,
+) -> dict[str, str]:
+    """Write hostname, hosts and resolv.conf into `directory` (created if missing, each
+    file replaced atomically); returns {"hostname": path, "hosts": path, "resolv.conf":
+    path}, ready for generate_spec's etc_files."""
+    os.makedirs(directory, mode=0o711, exist_ok=True)
+    contents = {
+        "hostname": hostname_content(hostname),
+        "hosts": hosts_content(
+            hostname,
+            domainname=domainname,
+            ips=ips,
+            extra_hosts=extra_hosts,
+            host_gateway=host_gateway,
+            ipv6=True,
+        ),  # fmt: skip
+        "resolv.conf": resolv_conf_content(
+            host_resolv_conf(host_resolv_path),
+            dns=dns,
+            dns_search=dns_search,
+            dns_options=dns_options,
+            ipv6=ipv6,
+        ),  # fmt: skip
+    }
+    paths = {}
+    for name, content in contents.items():
+        path = os.path.join(directory, name)
+        _atomic_write(path, content)
+        paths[name] = path
+    return paths
+
+
+__all__ = [
+    "DEFAULT_DNS_V4",
+    "DEFAULT_DNS_V6",
+    "ETC_FILES",
+    "ResolvConf",
+    "host_resolv_conf",
+    "hostname_content",
+    "hosts_content",
+    "is_loopback",
+    "parse_resolv_conf",
+    "resolv_conf_content",
+    "write_etc_files",
+]
