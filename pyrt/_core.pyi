@@ -85,6 +85,16 @@ def spawn(config: SpawnConfig, on_barrier: Callable[[int], None] | None = None) 
     released while waiting on the child.
     """
 
+def spawn_detached(
+    config: SpawnConfig, shim_argv: list[str], keep_fds: list[int] = ...
+) -> tuple[int, int]:
+    """Spawn a container from a detached helper that then execs shim_argv; return
+    (container pid, shim pid). The shim is the container's parent and outlives the caller.
+
+    An argument equal to "--pid=" is completed with the container's pid; keep_fds stay
+    open in the shim. No barrier hooks; no exec_fifo restrictions (create/start works).
+    """
+
 def cgroup_write(path: str, value: str) -> None:
     """Write value to a cgroup file in one write(2); CoreError names 'value' and the path."""
 
@@ -104,3 +114,40 @@ def cgroup_device_filter(cgroup_dir: str, rules: list[tuple[str, int, int, str, 
 
 def cgroup_device_filter_count(cgroup_dir: str) -> int:
     """How many device filters are attached to the cgroup v2 directory."""
+
+# -- layers: sha256, unpack, pack (csrc/core/digest.c, tar.c; bind_layer.cpp) ---------------
+
+class LayerResult(TypedDict):
+    digest: str  # "sha256:<hex>" of the blob (the compressed bytes read or written)
+    diff_id: str  # "sha256:<hex>" of the uncompressed tar
+    size: int
+    diff_size: int
+    entries: int
+
+def sha256_file(path: str) -> str:
+    """sha256 of a file's content as 'sha256:<hex>' (1 MiB reads, GIL released)."""
+
+def sha256_fd(fd: int) -> str:
+    """sha256 of everything readable from fd until EOF, as 'sha256:<hex>'. Never seeks."""
+
+class Sha256:
+    """Streaming sha256 over libcrypto."""
+
+    def __init__(self) -> None: ...
+    def update(self, data: bytes | bytearray | memoryview) -> None: ...
+    def hexdigest(self) -> str:
+        """64 hex digits of everything so far; the object can keep being updated."""
+
+def unpack_layer(
+    fd: int, dest: str, expected_digest: str | None = None, allow_devices: bool = True
+) -> LayerResult:
+    """Read a gzip/zstd/plain layer from fd until EOF and extract it beneath dest.
+
+    CoreError on failure, with .bad_input True when the archive or the digest was at fault
+    (dest may be partly filled: the caller discards it). GIL released.
+    """
+
+def pack_layer(
+    src_dir: str, out_fd: int, compression: str = "gzip", whiteouts: bool = True
+) -> LayerResult:
+    """Write a reproducible tar ('gzip' or 'none') of src_dir's contents to out_fd."""

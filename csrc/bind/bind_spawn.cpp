@@ -254,4 +254,28 @@ void bind_spawn(py::module_ &m) {
       },
       py::arg("config"), py::arg("on_barrier") = py::none(),
       "Spawn a container process; see pyrt/_core.pyi.");
+
+  m.def(
+      "spawn_detached",
+      [](const py::dict &config, const std::vector<std::string> &shim_argv,
+         const std::vector<int> &keep_fds) {
+        ConfigHolder holder(config);
+        std::vector<char *> argv;
+        for (const auto &a : shim_argv)
+          argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        pyrt_error_t err;
+        pyrt_error_clear(&err);
+        pid_t shim = 0, pid;
+        {
+          py::gil_scoped_release release;
+          pid = pyrt_spawn_detached(holder.get(), argv.data(), keep_fds.data(),
+                                    keep_fds.size(), &shim, &err);
+        }
+        if (pid < 0)
+          pyrt::raise_error(err);
+        return py::make_tuple(pid, shim);
+      },
+      py::arg("config"), py::arg("shim_argv"), py::arg("keep_fds") = std::vector<int>{},
+      "Spawn a container whose parent is a detached shim; see pyrt/_core.pyi.");
 }

@@ -1060,3 +1060,119 @@ fail:
   reap(pid);
   return -1;
 }
+
+/* ---------- detached spawn: the shim becomes the container's parent ---------- */
+
+typedef struct {
+  int status;   /* 0: ok */
+  pid_t pid;    /* container pid (first report) */
+  pid_t shim;   /* the helper's pid, which becomes the shim */
+  char msg[512];
+} detach_report_t;
+
+static void write_report(int fd, const detach_report_t *r) {
+  ssize_t n;
+  do
+    n = write(fd, r, sizeof(*r));
+  while (n < 0 && errno == EINTR);
+}
+
+pid_t pyrt_spawn_detached(const pyrt_spawn_config_t *cfg, char *const shim_argv[],
+                          const int *keep_fds, size_t n_keep, pid_t *shim_pid,
+                          pyrt_error_t *err) {
+  if (cfg->barrier)
+    return pyrt_error_set(err, EINVAL, "a detached spawn takes no barrier hooks");
+  if (shim_argv == NULL || shim_argv[0] == NULL)
+    return pyrt_error_set(err, EINVAL, "a detached spawn needs the shim's command line");
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) < 0)
+    return pyrt_error_set(err, errno, "pipe for the detached spawn");
+
+  pid_t a = clone3_fork(0, err);
+  if (a < 0) {
+    close(report[0]);
+    close(report[1]);
+    return -1;
+  }
+  if (a == 0) {
+    close(report[0]);
+    detach_report_t r;
+    memset(&r, 0, sizeof(r));
+    setsid();
+    pid_t b = clone3_fork(0, err);
+    if (b != 0)
+      _exit(b < 0 ? 1 : 0);
+    /* B: outlives the engine; its children (the container) are reaped by it */
+    r.shim = getpid();
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    pyrt_error_t e;
+    pyrt_error_clear(&e);
+    pid_t pid = pyrt_spawn(cfg, NULL, NULL, &e);
+    if (pid < 0) {
+      r.status = e.status ? e.status : EIO;
+      snprintf(r.msg, sizeof(r.msg), "%s", e.msg);
+      write_report(report[1], &r);
+      _exit(1);
+    }
+    r.pid = pid;
+    write_report(report[1], &r);
+    /* our own copy of argv: fill in the pid (no allocation after fork) */
+    char *argv[64];
+    char pidarg[32];
+    size_t i = 0;
+    for (; shim_argv[i] != NULL && i < 63; i++) {
+      if (strcmp(shim_argv[i], "--pid=") == 0) {
+        snprintf(pidarg, sizeof(pidarg), "--pid=%d", (int)pid);
+        argv[i] = pidarg;
+      } else {
+        argv[i] = shim_argv[i];
+      }
+    }
+    argv[i] = NULL;
+    for (size_t k = 0; k < n_keep; k++)
+      fcntl(keep_fds[k], F_SETFD, 0);
+    /* stdio of the shim itself: nothing of the engine's terminal */
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0) {
+      for (int fd = 0; fd < 3; fd++) {
+        int keep = 0;
+        for (size_t k = 0; k < n_keep; k++)
+          keep |= keep_fds[k] == fd;
+        if (!keep)
+          dup2(devnull, fd);
+      }
+    }
+    execv(argv[0], argv);
+    r.status = errno;
+    snprintf(r.msg, sizeof(r.msg), "exec shim %s", argv[0]);
+    write_report(report[1], &r);
+    kill(pid, SIGKILL);
+    _exit(127);
+  }
+  close(report[1]);
+  while (waitpid(a, NULL, 0) < 0 && errno == EINTR)
+    ;
+  detach_report_t r;
+  ssize_t n;
+  do
+    n = read(report[0], &r, sizeof(r));
+  while (n < 0 && errno == EINTR);
+  if (n != (ssize_t)sizeof(r)) {
+    close(report[0]);
+    return pyrt_error_set(err, EIO, "the detached spawn helper ended without a report");
+  }
+  if (r.status != 0) {
+    close(report[0]);
+    return pyrt_error_set(err, r.status, "%s", r.msg);
+  }
+  pid_t pid = r.pid;
+  *shim_pid = r.shim;
+  detach_report_t r2;
+  do
+    n = read(report[0], &r2, sizeof(r2));
+  while (n < 0 && errno == EINTR);
+  close(report[0]);
+  if (n == (ssize_t)sizeof(r2) && r2.status != 0)
+    return pyrt_error_set(err, r2.status, "%s", r2.msg); /* the helper killed the container */
+  return pid;
+}

@@ -100,3 +100,13 @@ pid_t pyrt_spawn(const pyrt_spawn_config_t *cfg, pyrt_barrier_cb cb, void *cb_ar
                  pyrt_error_t *err);
 
 #endif
+
+/* Spawns the container from a detached helper process that then becomes `shim_argv`:
+ * engine → A (exits at once) → B: setsid, child subreaper, pyrt_spawn(), then execve of
+ * the shim, which so stays the container's parent across an engine restart. The argument
+ * equal to "--pid=" in shim_argv is completed with the container's pid. keep_fds stay
+ * open (without close-on-exec) in the shim. No barrier callback in this mode.
+ * Returns the container pid and stores the shim's pid, or -1 with err filled. */
+pid_t pyrt_spawn_detached(const pyrt_spawn_config_t *cfg, char *const shim_argv[],
+                          const int *keep_fds, size_t n_keep, pid_t *shim_pid,
+                          pyrt_error_t *err);
