@@ -113,10 +113,29 @@ _ETC_TARGETS = {"hostname": "/etc/hostname", "hosts": "/etc/hosts",
 # --- capabilities ---------------------------------------------------------------------------
 
 
+def _own_bounding_set() -> int | None:
+    """This process's capability bounding set (None when /proc cannot tell)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def all_caps() -> list[str]:
-    """Every capability the running kernel supports (what Privileged gets)."""
+    """Every capability the running kernel supports and this engine may grant (what
+    Privileged and CapAdd ALL get). A capability outside the engine's own bounding set
+    cannot be given to a container (capset would fail), so it is left out."""
     last = kernel_last_cap()
-    return [name for name, bit in CAPS.items() if bit <= last]
+    bounding = _own_bounding_set()
+    return [
+        name
+        for name, bit in CAPS.items()
+        if bit <= last and (bounding is None or bounding & (1 << bit))
+    ]
 
 
 def normalize_caps(names: Iterable[str], field: str) -> list[str]:
