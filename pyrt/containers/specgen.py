@@ -148,7 +148,7 @@ def normalize_caps(names: Iterable[str], field: str) -> list[str]:
             continue
         full = upper if upper.startswith("CAP_") else f"CAP_{upper}"
         if full not in CAPS:
-            raise InvalidArgument(f"{field}[{i}]: unknown capability: {name!r}")
+            raise InvalidArgument(f"{field}[{i}]: unknown capability: {full!r}")
         out.append(full)
     return list(dict.fromkeys(out))
 
