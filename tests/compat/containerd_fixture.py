@@ -1,7 +1,9 @@
 """A private containerd for compat tests, with pyrt-runc as the runc binary of its shim.
 
-    from tests.compat.containerd_fixture import busybox_image, containerd  # fixtures
-    res = containerd.ctr("run", "--rm", *containerd.run_flags(), busybox_image, cid, "true")
+    from tests.compat.containerd_fixture import busybox_image_fixture, containerd_fixture
+
+    def test_x(containerd: Containerd, busybox_image: str) -> None:
+        res = containerd.run(busybox_image, containerd.new_id("x"), "true")  # ctr run --rm
 
 `containerd` (module scope) starts /usr/bin/containerd with a config of its own: root,
 state, config and log under pytest's tmp dir; the gRPC and ttrpc sockets in a short dir
@@ -65,9 +67,12 @@ CONTAINERD = "containerd"
 CTR = "ctr"
 SHIM = "containerd-shim-runc-v2"
 IMAGE_NAME = "docker.io/library/pyrt-busybox:test"
-# where containerd 1.6 puts shim sockets whatever its config says (runtime/v2/shim)
-SHIM_SOCKET_DIR = Path("/run/containerd/s")
-DEFAULT_RUNC_ROOT = Path("/run/containerd/runc")
+# where containerd 1.6 puts shim sockets whatever its config says (runtime/v2/shim), and
+# where ctr makes fifos without --fifo-dir: created on first use, removed here if we made them
+RUN_DIR = Path("/run/containerd")
+SHIM_SOCKET_DIR = RUN_DIR / "s"
+DEFAULT_FIFO_DIR = RUN_DIR / "fifo"
+DEFAULT_RUNC_ROOT = RUN_DIR / "runc"
 
 DISABLED_PLUGINS = [
     "io.containerd.grpc.v1.cri",
@@ -91,7 +96,13 @@ MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 def pyrt_runc_argv() -> list[str]:
-    """How to run pyrt-runc: the venv's script, else this interpreter over the source tree."""
+    """How to run pyrt-runc: the venv's script, else this interpreter over the source tree.
+
+    PYRT_COMPAT_RUNC=/usr/sbin/runc runs the same tests against another runtime, to check
+    the tests themselves against the reference."""
+    other = os.environ.get("PYRT_COMPAT_RUNC")
+    if other:
+        return [other]
     exe = Path(sys.prefix) / "bin" / "pyrt-runc"
     if exe.exists():
         return [str(exe)]
@@ -123,7 +134,7 @@ if [ -n "$log" ] && [ -f "$log" ]; then before=$(wc -c < "$log"); fi
 {runtime} "$@"
 rc=$?
 {{
-  printf '%s pyrt-runc %s -> exit %s\\n' "$(date +%T.%N)" "$*" "$rc"
+  printf '%s runtime %s -> exit %s\\n' "$(date +%T.%N)" "$*" "$rc"
   if [ -n "$log" ] && [ -f "$log" ]; then tail -c +$((before + 1)) "$log"; fi
 }} >> "$trace" 2>&1
 exit $rc
@@ -192,9 +203,7 @@ def build_oci_archive(rootfs: Path, dest: Path, name: str = IMAGE_NAME) -> Path:
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
             "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": config_size},
-            "layers": [
-                {"mediaType": MEDIA_LAYER_GZIP, "digest": layer_digest, "size": layer_size}
-            ],
+            "layers": [{"mediaType": MEDIA_LAYER_GZIP, "digest": layer_digest, "size": layer_size}],
         }
         manifest_digest, manifest_size = _write_blob(blobs, json.dumps(manifest).encode())
         tag = name.rpartition(":")[2] if ":" in name.rpartition("/")[2] else "latest"
@@ -344,6 +353,8 @@ class Containerd:
                            f"{random_suffix()}")  # fmt: skip
     proc: subprocess.Popen[bytes] | None = None
     container_ids: set[str] = field(default_factory=set)
+    # the dirs under /run/containerd that did not exist before this instance started
+    made_run_dirs: list[Path] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -409,6 +420,11 @@ class Containerd:
         for d in (self.root, self.state, self.runc_root, self.fifo_dir):
             d.mkdir(parents=True, exist_ok=True)
         write_traced_runtime(self.runtime, self.trace_path)
+        self.made_run_dirs = [
+            d
+            for d in (SHIM_SOCKET_DIR, DEFAULT_FIFO_DIR, DEFAULT_RUNC_ROOT, RUN_DIR)
+            if not d.exists()
+        ]
         config = self.base / "config.toml"
         config.write_text(self.config_text())
         with open(self.log_path, "ab") as log:
@@ -455,6 +471,36 @@ class Containerd:
             "--fifo-dir", str(self.fifo_dir),
         ]  # fmt: skip
 
+    def exec_flags(self) -> list[str]:
+        """The `ctr tasks exec` flags that keep its fifos in this instance's directory
+        (a detached exec's fifos are never removed by ctr)."""
+        return ["--fifo-dir", str(self.fifo_dir)]
+
+    def run(
+        self,
+        image: str,
+        container_id: str,
+        *cmd: str,
+        flags: tuple[str, ...] = ("--rm",),
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """`ctr run <flags> <run_flags()> <image> <id> <cmd...>`."""
+        return self.ctr("run", *flags, *self.run_flags(), image, container_id, *cmd,
+                        timeout=timeout)  # fmt: skip
+
+    def exec(
+        self,
+        container_id: str,
+        exec_id: str,
+        *cmd: str,
+        detach: bool = False,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """`ctr tasks exec [-d] --exec-id <exec_id> <id> <cmd...>`, fifos kept private."""
+        detach_flag = ["--detach"] if detach else []
+        return self.ctr("tasks", "exec", *detach_flag, *self.exec_flags(), "--exec-id", exec_id,
+                        container_id, *cmd, timeout=timeout)  # fmt: skip
+
     def new_id(self, what: str) -> str:
         cid = f"{what}-{random_suffix()}"
         self.container_ids.add(cid)
@@ -483,7 +529,18 @@ class Containerd:
                 f"$ {' '.join(map(str, res.args))}\nexit {res.returncode}\n"
                 f"--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
             )
-        parts.append(f"--- pyrt-runc calls and their --log output\n{self.trace_tail()}")
+        trace = self.trace_tail()
+        parts.append(f"--- pyrt-runc calls and their --log output\n{trace}")
+        calls = [line for line in trace.splitlines() if " -> exit " in line]
+        if any(not line.endswith("-> exit 0") for line in calls):
+            # a call failed; if it died before writing its --log, its stderr went to the
+            # container's stdio: show whether pyrt-runc can start at all
+            argv = [str(self.runtime), "--version"]
+            probe = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            parts.append(
+                f"--- probe: {' '.join(argv)} -> exit {probe.returncode}\n"
+                f"{probe.stdout}{probe.stderr[-4000:]}"
+            )
         parts.append(f"--- containerd log (end)\n{self.log_tail()}")
         return "\n".join(parts)
 
@@ -528,10 +585,19 @@ class Containerd:
         problems: list[str] = []
         for cid in self._ids("tasks", "ls", "-q"):
             self.container_ids.add(cid)
-            self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", cid, timeout=30)
-            res = self.ctr("tasks", "rm", "--force", cid, timeout=60)
+            # kill, wait for the shim to see the exit, then a plain rm: no second kill
+            if task_status(self, cid).get("status") != "STOPPED":
+                self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", cid, timeout=30)
+                deadline = time.monotonic() + 15
+                while task_status(self, cid).get("status") not in ("STOPPED", None):
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+            res = self.ctr("tasks", "rm", cid, timeout=60)
             if cid in self._ids("tasks", "ls", "-q"):
-                problems.append(f"ctr tasks rm --force {cid}: {res.stderr.strip()}")
+                res = self.ctr("tasks", "rm", "--force", cid, timeout=60)
+            if cid in self._ids("tasks", "ls", "-q"):
+                problems.append(f"ctr tasks rm [--force] {cid}: {res.stderr.strip()}")
         for cid in self._ids("containers", "ls", "-q"):
             self.container_ids.add(cid)
             res = self.ctr("containers", "rm", cid, timeout=60)
@@ -596,6 +662,11 @@ class Containerd:
         if stray_state.exists():
             problems.append(f"runtime state outside --runc-root: {stray_state}")
             shutil.rmtree(stray_state, ignore_errors=True)
+        for d in self.made_run_dirs:  # deepest first; only when empty (another user may be in)
+            if d.is_dir() and d != RUN_DIR and d.parent == RUN_DIR and any(d.iterdir()):
+                problems.append(f"left in {d}: {sorted(p.name for p in d.iterdir())}")
+            with contextlib.suppress(OSError):
+                d.rmdir()
         return problems
 
     def teardown(self) -> list[str]:
@@ -620,8 +691,8 @@ def require_containerd() -> None:
         pytest.fail(f"{', '.join(missing)} not found: apt-get install containerd")
 
 
-@pytest.fixture(scope="module")
-def containerd(
+@pytest.fixture(scope="module", name="containerd")
+def containerd_fixture(
     tmp_path_factory: pytest.TempPathFactory, leak_scanner: LeakScanner
 ) -> Iterator[Containerd]:
     """A running private containerd; torn down (and checked) at the end of the module."""
@@ -638,8 +709,8 @@ def containerd(
     leak_scanner.forced_cleanups += [f"containerd: {p}" for p in inst.teardown()]
 
 
-@pytest.fixture(scope="module")
-def busybox_image(containerd: Containerd, tmp_path_factory: pytest.TempPathFactory) -> str:
+@pytest.fixture(scope="module", name="busybox_image")
+def busybox_image_fixture(containerd: Containerd, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The name of a busybox image imported into `containerd`'s namespace."""
     work = tmp_path_factory.mktemp("busybox-image")
     rootfs = make_busybox_rootfs(work / "rootfs")
