@@ -1172,8 +1172,17 @@ int main(int argc, char **argv) {
   for (;;) {
     if (exited && !drain_deadline)
       drain_deadline = now_ms() + opt.drain_ms;
-    if (exited && ((out_fd[1] < 0 && out_fd[2] < 0) || now_ms() >= drain_deadline))
-      finish();
+    if (exited) {
+      /* a runtime command still running (a start racing a quick exit) gets its answer
+       * first, within reason */
+      int busy = 0;
+      for (int i = 0; i < MAX_OPS; i++)
+        busy |= ops[i].pid != 0;
+      long long now = now_ms();
+      if ((!busy || now >= drain_deadline + 10000) &&
+          ((out_fd[1] < 0 && out_fd[2] < 0) || now >= drain_deadline))
+        finish();
+    }
 
     struct pollfd pf[4 + 2 + MAX_OPS + MAX_CLIENTS];
     int kind[4 + 2 + MAX_OPS + MAX_CLIENTS], idx[4 + 2 + MAX_OPS + MAX_CLIENTS];
@@ -1206,7 +1215,7 @@ int main(int argc, char **argv) {
     int timeout = -1;
     if (exited) {
       long long left = drain_deadline - now_ms();
-      timeout = left < 0 ? 0 : (int)left;
+      timeout = left < 0 ? 100 : (int)left; /* past the deadline: waiting for an op */
     }
     if (poll(pf, (nfds_t)n, timeout) < 0) {
       if (errno == EINTR)

@@ -323,8 +323,12 @@ class ShimClient:
             reply = _read_line(s)
         except TimeoutError:
             raise Unavailable(f"shim of {self.state_dir}: no answer to {command!r}") from None
+        except ConnectionError:
+            reply = b""  # the shim was exiting when we connected
         finally:
             s.close()
+        if not reply and self.exit_status() is not None:
+            raise FailedPrecondition(f"container of {self.state_dir}: it has exited")
         return _check_reply(command, reply)
 
     # -- state on disk
@@ -411,12 +415,15 @@ class ShimClient:
             assert ex is not None
             return ex
         try:
-            s.sendall(b"wait\n")
+            with contextlib.suppress(ConnectionError):
+                s.sendall(b"wait\n")
             s.settimeout(timeout)
             try:
                 reply = _read_line(s)
             except TimeoutError:
                 raise TimeoutError(f"container of {self.state_dir}: still running") from None
+            except ConnectionError:
+                reply = b""  # the shim was exiting when we connected
         finally:
             s.close()
         if not reply:  # the shim went away between our connect and its reply
@@ -435,8 +442,14 @@ class ShimClient:
         """A live stream of the container's output (and its stdin when stdin=True)."""
         s = self._open(self.timeout)
         try:
-            s.sendall(b"attach stdin\n" if stdin else b"attach\n")
-            _check_reply("attach", _read_line(s))
+            try:
+                s.sendall(b"attach stdin\n" if stdin else b"attach\n")
+                reply = _read_line(s)
+            except ConnectionError:
+                reply = b""
+            if not reply and self.exit_status() is not None:
+                raise FailedPrecondition(f"container of {self.state_dir}: it has exited")
+            _check_reply("attach", reply)
         except BaseException:
             s.close()
             raise
