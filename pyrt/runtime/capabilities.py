@@ -8,13 +8,22 @@ a spec written for a newer kernel still runs on an older one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import logging
 
 from pyrt.errors import InvalidArgument
 
-log = logging.getLogger("pyrt.runtime")
+
+def _log() -> logging.Logger:
+    """The "pyrt.runtime" logger; logging is imported on first use (pyrt-runc start-up)."""
+    import logging
+
+    return logging.getLogger("pyrt.runtime")
+
 
 _NAMES = (
     "CAP_CHOWN",
@@ -113,7 +122,7 @@ def caps_to_mask(names: Iterable[str], field: str, last_cap: int | None = None) 
     for i, name in enumerate(names):
         bit = cap_number(name, f"{field}[{i}]")
         if bit > limit:
-            log.warning(
+            _log().warning(
                 "%s[%d]: %s is not supported by the running kernel; ignored", field, i, name
             )
             continue

@@ -1,13 +1,14 @@
 """pyrt-runc: runc's command line over pyrt.runtime.Runtime.
 
-Kept lean on purpose (it is benchmarked against runc): argparse only, the runtime and
-everything heavy imported when a command needs it. Errors go to stderr and, with --log,
+Kept lean on purpose (it is benchmarked against runc): a hand-written parser, the runtime
+and everything heavy imported when a command needs it. The installed `pyrt-runc` is the C
+front end csrc/runc/main.c, which answers start/state/kill/delete itself and execs this
+module's main() for the rest. Errors go to stderr and, with --log,
 to that file (--log-format json writes {"level","msg","time"} lines, as containerd reads).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -15,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyrt.runtime.runtime import Runtime
@@ -63,164 +64,283 @@ def parse_signal(text: str) -> int:
 
 
 # ------------------------------------------------------------------ argument parsing
+#
+# A small hand-written parser (argparse alone costs ~15 ms of imports per command). It
+# takes what runc's callers pass: --flag value, --flag=value, Go's single-dash -flag,
+# --bool=true/false, short aliases (-b, -d, -t, ...), options before or between the
+# positionals, "--" to end the options, and exec/ps trailing arguments verbatim.
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+class Args:
+    """The parsed command line: one attribute per flag (dashes as underscores)."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+    def __getattr__(self, name: str) -> Any:  # only reached for attributes never set
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"Args({self.__dict__!r})"
 
 
-# long options that Go-style callers may spell with one dash (-root) or as --flag=true
-_BOOL_FLAGS = {
-    "debug", "systemd-cgroup", "no-pivot", "no-new-keyring", "detach", "tty", "force",
-    "all", "quiet", "no-new-privs", "keep", "no-subreaper", "ignore-paused", "stats",
-}  # fmt: skip
-_VALUE_FLAGS = {
-    "root", "log", "log-format", "criu", "rootless", "bundle", "pid-file", "console-socket",
-    "preserve-fds", "process", "cwd", "env", "user", "cap", "process-label", "apparmor",
-    "format", "additional-gids", "cgroup", "resources", "memory", "memory-reservation",
-    "memory-swap", "pids-limit", "cpu-share", "cpu-shares", "cpu-quota", "cpu-period",
-    "cpuset-cpus", "cpuset-mems", "blkio-weight", "interval", "cpu-rt-period",
-    "cpu-rt-runtime", "kernel-memory", "kernel-memory-tcp", "l3-cache-schema",
-    "mem-bw-schema", "image-path", "work-path",
-}  # fmt: skip
+# kinds: "bool", "str", "int" (any integer), "nonneg" (integer >= 0), "append" (list)
+_Opt = tuple[str, str, Any]  # (dest, kind, default)
+
+_GLOBAL: dict[str, _Opt] = {
+    "root": ("root", "str", DEFAULT_ROOT),
+    "log": ("log", "str", None),
+    "log-format": ("log_format", "str", "text"),
+    "debug": ("debug", "bool", False),
+    "systemd-cgroup": ("systemd_cgroup", "bool", False),
+    "rootless": ("rootless", "str", "auto"),
+    "criu": ("criu", "str", None),
+    "version": ("version", "bool", False),
+    "v": ("version", "bool", False),
+    "help": ("help", "bool", False),
+    "h": ("help", "bool", False),
+}
+
+_CREATE: dict[str, _Opt] = {
+    "bundle": ("bundle", "str", "."),
+    "b": ("bundle", "str", "."),
+    "console-socket": ("console_socket", "str", None),
+    "pid-file": ("pid_file", "str", None),
+    "no-pivot": ("no_pivot", "bool", False),
+    "no-new-keyring": ("no_new_keyring", "bool", False),
+    "preserve-fds": ("preserve_fds", "nonneg", 0),
+}
+
+_UPDATE: dict[str, _Opt] = {
+    "resources": ("resources", "str", None),
+    "r": ("resources", "str", None),
+    "cpuset-cpus": ("cpuset_cpus", "str", None),
+    "cpuset-mems": ("cpuset_mems", "str", None),
+}
+_INT_FLAGS = (
+    "memory", "memory-reservation", "memory-swap", "pids-limit", "cpu-share", "cpu-quota",
+    "cpu-period", "blkio-weight", "cpu-rt-period", "cpu-rt-runtime",
+)  # fmt: skip
+for _f in _INT_FLAGS:
+    _UPDATE[_f] = (_f.replace("-", "_"), "int", None)
+
+# command -> (options, positionals (a trailing "?" marks an optional one, default after
+# "="), the name of a list that takes everything after the positionals, or None)
+_COMMANDS: dict[str, tuple[dict[str, _Opt], tuple[str, ...], str | None]] = {
+    "create": (_CREATE, ("container_id",), None),
+    "run": (
+        {
+            **_CREATE,
+            "detach": ("detach", "bool", False),
+            "d": ("detach", "bool", False),
+            "keep": ("keep", "bool", False),
+            "no-subreaper": ("no_subreaper", "bool", False),
+        },
+        ("container_id",),
+        None,
+    ),  # fmt: skip
+    "start": ({}, ("container_id",), None),
+    "state": ({}, ("container_id",), None),
+    "pause": ({}, ("container_id",), None),
+    "resume": ({}, ("container_id",), None),
+    "kill": (
+        {"all": ("all", "bool", False), "a": ("all", "bool", False)},
+        ("container_id", "signal?=SIGTERM"),
+        None,
+    ),  # fmt: skip
+    "delete": (
+        {"force": ("force", "bool", False), "f": ("force", "bool", False)},
+        ("container_id",),
+        None,
+    ),  # fmt: skip
+    "exec": (
+        {
+            "process": ("process", "str", None),
+            "p": ("process", "str", None),
+            "tty": ("tty", "bool", False),
+            "t": ("tty", "bool", False),
+            "detach": ("detach", "bool", False),
+            "d": ("detach", "bool", False),
+            "pid-file": ("pid_file", "str", None),
+            "console-socket": ("console_socket", "str", None),
+            "cwd": ("cwd", "str", None),
+            "env": ("env", "append", None),
+            "e": ("env", "append", None),
+            "user": ("user", "str", None),
+            "u": ("user", "str", None),
+            "additional-gids": ("additional_gids", "append", None),
+            "g": ("additional_gids", "append", None),
+            "cap": ("cap", "append", None),
+            "c": ("cap", "append", None),
+            "no-new-privs": ("no_new_privs", "bool", False),
+            "preserve-fds": ("preserve_fds", "nonneg", 0),
+            "process-label": ("process_label", "str", None),
+            "apparmor": ("apparmor", "str", None),
+            "cgroup": ("cgroup", "append", None),
+            "ignore-paused": ("ignore_paused", "bool", False),
+        },
+        ("container_id",),
+        "args",
+    ),  # fmt: skip
+    "ps": (
+        {"format": ("format", "str", "table"), "f": ("format", "str", "table")},
+        ("container_id",),
+        "ps_args",
+    ),  # fmt: skip
+    "list": (
+        {
+            "format": ("format", "str", "table"),
+            "f": ("format", "str", "table"),
+            "quiet": ("quiet", "bool", False),
+            "q": ("quiet", "bool", False),
+        },
+        (),
+        None,
+    ),  # fmt: skip
+    "spec": (
+        {
+            "bundle": ("bundle", "str", "."),
+            "b": ("bundle", "str", "."),
+            "rootless": ("spec_rootless", "bool", False),
+        },
+        (),
+        None,
+    ),  # fmt: skip
+    "features": ({}, (), None),
+    "update": (_UPDATE, ("container_id",), None),
+    "events": (
+        {"stats": ("stats", "bool", False), "interval": ("interval", "str", "5s")},
+        ("container_id",),
+        None,
+    ),  # fmt: skip
+    "checkpoint": ({}, (), "rest"),
+    "restore": ({}, (), "rest"),
+}
+
+_CHOICES = {"log_format": ("text", "json"), "format": ("table", "json")}
+_TRUE = ("true", "1", "t")
+_FALSE = ("false", "0", "f")
+
+USAGE = (
+    "usage: pyrt-runc [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND\n"
+    "commands: create run start state kill delete exec ps list pause resume spec features\n"
+    "          update events\n"
+)
 
 
-def normalize_args(argv: Sequence[str]) -> list[str]:
-    """Accept Go flag spellings: -root x → --root x, --detach=true → --detach, =false dropped.
-
-    Stops at '--' and at the first word of the container's own command (exec/run args are
-    passed through untouched after the container id).
-    """
-    out: list[str] = []
-    for i, a in enumerate(argv):
-        if a == "--":
-            out.extend(argv[i:])
-            break
-        if a.startswith("-") and len(a) > 2:
-            body = a[2:] if a.startswith("--") else a[1:]
-            name, eq, value = body.partition("=")
-            if name in _BOOL_FLAGS or name in _VALUE_FLAGS:
-                if name in _BOOL_FLAGS and eq:
-                    v = value.lower()
-                    if v in ("true", "1", "t"):
-                        out.append("--" + name)
-                        continue
-                    if v in ("false", "0", "f"):
-                        continue
-                out.append("--" + body)
-                continue
-        out.append(a)
+def _defaults(opts: dict[str, _Opt]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dest, kind, default in opts.values():
+        out[dest] = [] if kind == "append" else default
     return out
 
 
-def _add_create_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", "-b", default=".")
-    p.add_argument("--console-socket", default=None)
-    p.add_argument("--pid-file", default=None)
-    p.add_argument("--no-pivot", action="store_true")
-    p.add_argument("--no-new-keyring", action="store_true")
-    p.add_argument("--preserve-fds", type=_nonneg_int, default=0)
-    p.add_argument("container_id")
+def _take_option(
+    where: str, argv: list[str], i: int, opts: dict[str, _Opt], ns: dict[str, Any]
+) -> int | None:
+    """Parse the option at argv[i] into ns; the index after it, or None if not an option."""
+    a = argv[i]
+    if not a.startswith("-") or a == "-":
+        return None
+    body = a[2:] if a.startswith("--") else a[1:]
+    name, eq, value = body.partition("=")
+    spec = opts.get(name)
+    if spec is None:
+        raise UsageError(f"{where}: unknown flag {a.partition('=')[0]!r}")
+    dest, kind, _ = spec
+    if kind == "bool":
+        if not eq or value.lower() in _TRUE:
+            ns[dest] = True
+        elif value.lower() in _FALSE:
+            ns[dest] = False
+        else:
+            raise UsageError(f"{where}: flag --{name}: expected true or false, got {value!r}")
+        return i + 1
+    if not eq:
+        if i + 1 >= len(argv):
+            raise UsageError(f"{where}: flag --{name} needs a value")
+        value = argv[i + 1]
+        i += 1
+    if kind in ("int", "nonneg"):
+        try:
+            n = int(value)
+        except ValueError:
+            raise UsageError(f"{where}: flag --{name}: not an integer: {value!r}") from None
+        if kind == "nonneg" and n < 0:
+            raise UsageError(f"{where}: flag --{name}: must not be negative: {n}")
+        ns[dest] = n
+    elif kind == "append":
+        ns[dest].append(value)
+    else:
+        choices = _CHOICES.get(dest)
+        if choices is not None and value not in choices:
+            raise UsageError(
+                f"{where}: flag --{name}: expected one of {', '.join(choices)}, got {value!r}"
+            )
+        ns[dest] = value
+    return i + 1
 
 
-def _nonneg_int(s: str) -> int:
-    try:
-        n = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {n}")
-    return n
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pyrt-runc", add_help=True)
-    p.add_argument("--root", default=DEFAULT_ROOT)
-    p.add_argument("--log", default=None)
-    p.add_argument("--log-format", default="text", choices=["text", "json"])
-    p.add_argument("--debug", action="store_true")
-    p.add_argument("--systemd-cgroup", action="store_true")
-    p.add_argument("--rootless", default="auto")
-    p.add_argument("--criu", default=None)
-    p.add_argument("--version", "-v", action="store_true")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
-
-    c = sub.add_parser("create")
-    _add_create_flags(c)
-
-    r = sub.add_parser("run")
-    _add_create_flags(r)
-    r.add_argument("--detach", "-d", action="store_true")
-    r.add_argument("--keep", action="store_true")
-    r.add_argument("--no-subreaper", action="store_true")
-
-    for name in ("start", "state", "pause", "resume"):
-        sub.add_parser(name).add_argument("container_id")
-
-    k = sub.add_parser("kill")
-    k.add_argument("--all", "-a", action="store_true")
-    k.add_argument("container_id")
-    k.add_argument("signal", nargs="?", default="SIGTERM")
-
-    d = sub.add_parser("delete")
-    d.add_argument("--force", "-f", action="store_true")
-    d.add_argument("container_id")
-
-    e = sub.add_parser("exec")
-    e.add_argument("--process", "-p", default=None)
-    e.add_argument("--tty", "-t", action="store_true")
-    e.add_argument("--detach", "-d", action="store_true")
-    e.add_argument("--pid-file", default=None)
-    e.add_argument("--console-socket", default=None)
-    e.add_argument("--cwd", default=None)
-    e.add_argument("--env", "-e", action="append", default=[])
-    e.add_argument("--user", "-u", default=None)
-    e.add_argument("--additional-gids", "-g", action="append", default=[])
-    e.add_argument("--cap", "-c", action="append", default=[])
-    e.add_argument("--no-new-privs", action="store_true")
-    e.add_argument("--preserve-fds", type=_nonneg_int, default=0)
-    e.add_argument("--process-label", default=None)
-    e.add_argument("--apparmor", default=None)
-    e.add_argument("--cgroup", action="append", default=[])
-    e.add_argument("--ignore-paused", action="store_true")
-    e.add_argument("container_id")
-    e.add_argument("args", nargs=argparse.REMAINDER)
-
-    ps = sub.add_parser("ps")
-    ps.add_argument("--format", "-f", default="table", choices=["table", "json"])
-    ps.add_argument("container_id")
-    ps.add_argument("ps_args", nargs=argparse.REMAINDER)
-
-    ls = sub.add_parser("list")
-    ls.add_argument("--format", "-f", default="table", choices=["table", "json"])
-    ls.add_argument("--quiet", "-q", action="store_true")
-
-    sp = sub.add_parser("spec")
-    sp.add_argument("--bundle", "-b", default=".")
-    sp.add_argument("--rootless", action="store_true", dest="spec_rootless")
-
-    sub.add_parser("features")
-
-    u = sub.add_parser("update")
-    u.add_argument("--resources", "-r", default=None)
-    for flag in ("--memory", "--memory-reservation", "--memory-swap", "--pids-limit",
-                 "--cpu-share", "--cpu-quota", "--cpu-period", "--blkio-weight",
-                 "--cpu-rt-period", "--cpu-rt-runtime"):  # fmt: skip
-        u.add_argument(flag, type=int, default=None)
-    u.add_argument("--cpuset-cpus", default=None)
-    u.add_argument("--cpuset-mems", default=None)
-    u.add_argument("container_id")
-
-    ev = sub.add_parser("events")
-    ev.add_argument("--stats", action="store_true")
-    ev.add_argument("--interval", default="5s")
-    ev.add_argument("container_id")
-
-    for name in ("checkpoint", "restore"):
-        x = sub.add_parser(name)
-        x.add_argument("rest", nargs=argparse.REMAINDER)
-    return p
+def parse_args(argv: Sequence[str]) -> Args:
+    """The command line as an Args (command None when only global flags were given)."""
+    args = list(argv)
+    ns = _defaults(_GLOBAL)
+    ns["command"] = None
+    i = 0
+    while i < len(args):
+        if args[i] == "--":
+            i += 1
+            break
+        nxt = _take_option("pyrt-runc", args, i, _GLOBAL, ns)
+        if nxt is None:
+            break
+        i = nxt
+    if i >= len(args) or ns["help"] or ns["version"]:
+        return Args(**ns)
+    command = args[i]
+    entry = _COMMANDS.get(command)
+    if entry is None:
+        raise UsageError(f"unknown command {command!r} (commands: {', '.join(_COMMANDS)})")
+    opts, positionals, rest_name = entry
+    ns["command"] = command
+    ns.update(_defaults(opts))
+    where = f"pyrt-runc {command}"
+    got: list[str] = []
+    rest: list[str] = []
+    i += 1
+    options_done = False
+    while i < len(args):
+        a = args[i]
+        if rest_name is not None and len(got) == len(positionals):
+            rest = args[i:]  # exec/ps: everything after the id, verbatim
+            break
+        if not options_done and a == "--":
+            options_done = True
+            i += 1
+            continue
+        if not options_done and a in ("-h", "--help"):
+            ns["help"] = True
+            i += 1
+            continue
+        nxt = None if options_done else _take_option(where, args, i, opts, ns)
+        if nxt is not None:
+            i = nxt
+            continue
+        if len(got) >= len(positionals):
+            raise UsageError(f"{where}: unexpected argument {a!r}")
+        got.append(a)
+        i += 1
+    for k, pos in enumerate(positionals):
+        name, optional, default = pos.partition("?=")
+        if k < len(got):
+            ns[name] = got[k]
+        elif optional:
+            ns[name] = default
+        elif not ns["help"]:
+            raise UsageError(f"{where}: a {name.replace('_', ' ')} is needed")
+    if rest_name is not None:
+        ns[rest_name] = rest
+    return Args(**ns)
 
 
 # ------------------------------------------------------------------ logging
@@ -265,7 +385,7 @@ class _Log:
 # ------------------------------------------------------------------ commands
 
 
-def _runtime(args: argparse.Namespace) -> Runtime:
+def _runtime(args: Args) -> Runtime:
     from pyrt.runtime.runtime import Runtime
 
     return Runtime(args.root)
@@ -295,7 +415,7 @@ class _Forwarder:
         self.pid = pid
 
 
-def cmd_create(args: argparse.Namespace) -> int:
+def cmd_create(args: Args) -> int:
     _runtime(args).create(
         args.container_id, args.bundle, console_socket=args.console_socket,
         pid_file=args.pid_file, no_pivot=args.no_pivot, preserve_fds=args.preserve_fds,
@@ -303,7 +423,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: Args) -> int:
     fwd = None if args.detach else _Forwarder()
     return _runtime(args).run(
         args.container_id, args.bundle, console_socket=args.console_socket,
@@ -312,33 +432,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
-def cmd_start(args: argparse.Namespace) -> int:
+def cmd_start(args: Args) -> int:
     _runtime(args).start(args.container_id)
     return 0
 
 
-def cmd_state(args: argparse.Namespace) -> int:
+def cmd_state(args: Args) -> int:
     _print_json(_runtime(args).state(args.container_id))
     return 0
 
 
-def cmd_kill(args: argparse.Namespace) -> int:
+def cmd_kill(args: Args) -> int:
     sig = parse_signal(args.signal)
     _runtime(args).kill(args.container_id, sig, all=args.all)
     return 0
 
 
-def cmd_delete(args: argparse.Namespace) -> int:
+def cmd_delete(args: Args) -> int:
     _runtime(args).delete(args.container_id, force=args.force)
     return 0
 
 
-def cmd_pause(args: argparse.Namespace) -> int:
+def cmd_pause(args: Args) -> int:
     _runtime(args).pause(args.container_id)
     return 0
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
+def cmd_resume(args: Args) -> int:
     _runtime(args).resume(args.container_id)
     return 0
 
@@ -356,7 +476,7 @@ def parse_user(text: str) -> tuple[int, int | None]:
     return uid, gid
 
 
-def build_exec_process(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+def build_exec_process(args: Args, base: dict[str, Any]) -> dict[str, Any]:
     """The process.json of an exec: from --process, or the container's process + flags."""
     if args.process:
         try:
@@ -417,7 +537,7 @@ def build_exec_process(args: argparse.Namespace, base: dict[str, Any]) -> dict[s
     return proc
 
 
-def cmd_exec(args: argparse.Namespace) -> int:
+def cmd_exec(args: Args) -> int:
     rt = _runtime(args)
     base: dict[str, Any] = {}
     if not args.process:
@@ -432,7 +552,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return 0 if args.detach else result
 
 
-def cmd_ps(args: argparse.Namespace) -> int:
+def cmd_ps(args: Args) -> int:
     pids = _runtime(args).ps(args.container_id)
     if args.format == "json":
         sys.stdout.write(json.dumps(pids) + "\n")
@@ -461,7 +581,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def cmd_list(args: Args) -> int:
     states = _runtime(args).list()
     if args.quiet:
         for s in states:
@@ -481,7 +601,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_spec(args: argparse.Namespace) -> int:
+def cmd_spec(args: Args) -> int:
     from pyrt.runtime.default_spec import default_spec
     from pyrt.runtime.state import atomic_write
 
@@ -501,14 +621,14 @@ def _umask() -> int:
     return m
 
 
-def cmd_features(args: argparse.Namespace) -> int:
+def cmd_features(args: Args) -> int:
     from pyrt.runtime.runtime import Runtime
 
     _print_json(Runtime(args.root).features())
     return 0
 
 
-def resources_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+def resources_from_flags(args: Args) -> dict[str, Any]:
     """The linux.resources object of `update`: from --resources (file or '-') or flags."""
     if args.resources is not None:
         try:
@@ -552,7 +672,7 @@ def resources_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-def cmd_update(args: argparse.Namespace) -> int:
+def cmd_update(args: Args) -> int:
     res = resources_from_flags(args)
     _runtime(args).update(args.container_id, res)
     return 0
@@ -572,7 +692,7 @@ def _parse_interval(text: str) -> float:
     raise UsageError(f"--interval: expected a duration like 5s or 500ms, got {text!r}")
 
 
-def cmd_events(args: argparse.Namespace) -> int:
+def cmd_events(args: Args) -> int:
     rt = _runtime(args)
     interval = _parse_interval(args.interval)
     while True:
@@ -589,7 +709,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         time.sleep(interval)
 
 
-def cmd_unsupported(args: argparse.Namespace) -> int:
+def cmd_unsupported(args: Args) -> int:
     raise UsageError(f"{args.command} is not supported by pyrt-runc")
 
 
@@ -622,8 +742,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     log = _Log(None, "text", False)
     try:
-        args = build_parser().parse_args(normalize_args(raw))
+        args = parse_args(raw)
         log = _Log(args.log, args.log_format, args.debug)
+        if args.help:
+            sys.stdout.write(USAGE)
+            return 0
         if args.version:
             sys.stdout.write(version_text())
             return 0

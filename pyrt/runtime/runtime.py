@@ -16,13 +16,10 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import signal
-import socket
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pyrt.errors import (
     Conflict,
@@ -43,6 +40,13 @@ from pyrt.runtime.state import (
     process_alive,
     validate_id,
 )
+
+# shutil and socket are imported where they are used: pyrt-runc pays for every import at
+# each command (see csrc/runc/main.c)
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+    from typing import Any
 
 OCI_VERSION = "1.2.0"
 OCI_VERSION_MIN = "1.0.0"
@@ -191,6 +195,8 @@ def _core_error(e: OSError, what: str) -> SystemError_:
 
 
 def _connect_console(path: str) -> socket.socket:
+    import socket
+
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(path)
@@ -310,6 +316,8 @@ class Runtime:
         cdir = self._dir(container_id)
         if not cdir.make():
             raise Conflict(f"container '{container_id}' already exists")
+        import shutil
+
         cleanup = _Cleanup()
         cleanup.push(lambda: shutil.rmtree(cdir.path, ignore_errors=True))
         try:
@@ -512,7 +520,7 @@ class Runtime:
         cdir, record = self._load(container_id)
         status = self._status(cdir, record)
         if status in ("stopped", "creating"):
-            raise FailedPrecondition(f"container '{container_id}' is not running")
+            raise FailedPrecondition(f"container '{container_id}': container not running")
         if all:
             cg = self._cgroup(record)
             if cg is None:
@@ -525,10 +533,12 @@ class Runtime:
         try:
             os.kill(int(record["pid"]), sig)
         except ProcessLookupError:
-            raise FailedPrecondition(f"container '{container_id}' is not running") from None
+            raise FailedPrecondition(f"container '{container_id}': container not running") from None
 
     def delete(self, container_id: str, force: bool = False) -> None:
         """Remove a stopped (or created) container; with force, kill a running one first."""
+        import shutil
+
         cdir = self._dir(container_id)
         if not cdir.exists():
             if force:

@@ -18,14 +18,22 @@ cffi is imported only when a spec has a seccomp section: `validate_seccomp` is p
 from __future__ import annotations
 
 import errno as _errno
-import logging
 import os
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if TYPE_CHECKING:
+    import logging
 
 from pyrt.errors import InvalidArgument, SystemError_
 
-log = logging.getLogger("pyrt.runtime")
+
+def _log() -> logging.Logger:
+    """The "pyrt.runtime" logger; logging is imported on first use (pyrt-runc start-up)."""
+    import logging
+
+    return logging.getLogger("pyrt.runtime")
+
 
 # --- actions (values from seccomp.h / libseccomp's seccomp.h) ---------------------------
 SCMP_ACT_KILL_PROCESS = 0x80000000
@@ -288,7 +296,7 @@ def compile_seccomp(
         for i, arch in enumerate(sc.get("architectures") or []):
             token = lib.seccomp_arch_resolve_name(ARCHES[arch].encode())
             if token == 0:
-                log.warning(
+                _log().warning(
                     "%s: %s.architectures[%d]: %s is not known to this libseccomp; ignored",
                     where,
                     path,
@@ -312,7 +320,7 @@ def compile_seccomp(
             for name in rule["names"]:
                 nr = lib.seccomp_syscall_resolve_name(name.encode())
                 if nr == _NR_SCMP_ERROR:
-                    log.debug("seccomp: syscall %r unknown on this architecture; skipped", name)
+                    _log().debug("seccomp: syscall %r unknown on this architecture; skipped", name)
                     continue
                 for conds in groups:
                     arr = ffi.new("struct scmp_arg_cmp[]", max(len(conds), 1))

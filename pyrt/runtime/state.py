@@ -1,7 +1,12 @@
 """On-disk state of pyrt-runc containers: one directory per container under the root.
 
-    <root>/<id>/state.json   written atomically (temp file, fsync, rename)
+    <root>/<id>/state.json   written atomically (temp file, rename)
+    <root>/<id>/fast.state   the same facts for the C front end (csrc/runc/main.c), in
+                             plain lines; rewritten with every state.json
     <root>/<id>/exec.fifo    present between create and start
+
+Runtime state is not fsync'ed: it describes processes, which do not outlive a reboot, and
+the rename alone keeps every reader from seeing a half-written file.
 
 The status is never trusted from disk alone: it is computed from the process (alive, and
 the same process: its start time is recorded to detect pid reuse), the fifo and the
@@ -15,18 +20,27 @@ import errno
 import fcntl
 import json
 import os
-import re
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from pyrt.errors import InvalidArgument, NotFound
 
-STATE_FILE = "state.json"
-FIFO_FILE = "exec.fifo"
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+STATE_FILE = "state.json"
+FAST_FILE = "fast.state"
+FIFO_FILE = "exec.fifo"
+FAST_MAGIC = "pyrt-fast 1"
+
+_ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_ID_CHARS = _ID_FIRST | frozenset("_.-")
 _MAX_ID_LEN = 1024
+
+
+def _id_ok(name: str) -> bool:
+    """name matches [A-Za-z0-9][A-Za-z0-9_.-]* (ASCII only)."""
+    return bool(name) and name[0] in _ID_FIRST and all(c in _ID_CHARS for c in name)
 
 
 def validate_id(container_id: str) -> None:
@@ -39,7 +53,7 @@ def validate_id(container_id: str) -> None:
         raise InvalidArgument(f"invalid container id {container_id!r}: it must not contain '/'")
     if len(container_id) > _MAX_ID_LEN:
         raise InvalidArgument(f"invalid container id: longer than {_MAX_ID_LEN} characters")
-    if not _ID_RE.match(container_id):
+    if not _id_ok(container_id):
         raise InvalidArgument(
             f"invalid container id {container_id!r}: it must match [A-Za-z0-9][A-Za-z0-9_.-]*"
         )
@@ -47,8 +61,9 @@ def validate_id(container_id: str) -> None:
 
 def now_rfc3339() -> str:
     """The current time as RFC 3339 with nanosecond-style fraction, UTC ('Z')."""
-    t = datetime.now(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}000Z"
+    ns = time.time_ns()
+    secs, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(secs)) + f"{rest // 1000:06d}000Z"
 
 
 def _proc_stat_fields(pid: int) -> list[str] | None:
@@ -87,8 +102,9 @@ def process_alive(pid: int, start_time: int | None) -> bool:
     return start_time is None or int(fields[19]) == start_time
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write data to path atomically: temp file in the same directory, fsync, rename."""
+def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Write data to path atomically: temp file in the same directory, rename; with durable
+    (the default) the data is fsync'ed before the rename."""
     d = os.path.dirname(path) or "."
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
@@ -97,7 +113,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -168,8 +185,17 @@ class ContainerDir:
             raise NotFound(f"container '{self.id}': state file is corrupt")
         return data
 
+    @property
+    def fast_path(self) -> str:
+        return os.path.join(self.path, FAST_FILE)
+
     def write(self, state: dict[str, Any]) -> None:
-        atomic_write(self.state_path, json.dumps(state, separators=(",", ":")).encode(), 0o600)
+        """Write state.json, then fast.state (the C front end's view of the same record)."""
+        atomic_write(
+            self.state_path, json.dumps(state, separators=(",", ":")).encode(), 0o600,
+            durable=False,
+        )  # fmt: skip
+        atomic_write(self.fast_path, fast_state_text(state).encode(), 0o600, durable=False)
 
     def fifo_exists(self) -> bool:
         return os.path.exists(self.fifo_path)
@@ -206,6 +232,112 @@ def list_ids(root: str) -> list[str]:
         return []
     out = []
     for n in names:
-        if _ID_RE.match(n) and os.path.isdir(os.path.join(root, n)):
+        if _id_ok(n) and os.path.isdir(os.path.join(root, n)):
             out.append(n)
     return sorted(out)
+
+
+# ---- the C front end's state file ------------------------------------------------------
+
+
+def oci_state(record: dict[str, Any], status: str) -> dict[str, Any]:
+    """The OCI state of a record (as Runtime.state returns it) for a given live status."""
+    st: dict[str, Any] = {
+        "ociVersion": record.get("ociVersion", "1.2.0"),
+        "id": record["id"],
+        "pid": int(record.get("pid") or 0) if status != "stopped" else 0,
+        "status": status,
+        "bundle": record.get("bundle", ""),
+        "rootfs": record.get("rootfs", ""),
+        "created": record.get("created", ""),
+        "owner": record.get("owner", ""),
+    }
+    ann = record.get("annotations")
+    if ann:
+        st["annotations"] = ann
+    return st
+
+
+_PID_MARK = '"pid": 0,\n  "status": "\\u0000"'
+
+
+def fast_state_text(record: dict[str, Any]) -> str:
+    """fast.state: what csrc/runc/main.c needs to answer start/state/kill/delete alone.
+
+    pyrt-fast 1
+    usable 0|1           0: the C front end hands every command to Python
+    creating 0|1         record status "creating"
+    pid <n>
+    start <n>|-          start time of pid (/proc/<pid>/stat field 22), "-" unknown
+    poststart 0|1        poststart hooks present (start is left to Python)
+    poststop 0|1         poststop hooks present (delete is left to Python)
+    freezer none|v1 <file>|v2 <dir>
+    cgroups <n>          then n lines: the cgroup directories delete removes, in order
+    head <len>           then <len> bytes: the state JSON (indent 2) before the pid
+    tail <len>           then <len> bytes: the state JSON after the status value
+    """
+    usable = True
+    poststart = poststop = False
+    spec = record.get("config") or {}
+    try:
+        from pyrt.runtime.hooks import hooks_of
+
+        poststart = bool(hooks_of(spec, "poststart"))
+    except Exception:
+        usable = False  # Python reports the problem, the C side must not guess
+    try:
+        poststop = bool(hooks_of(spec, "poststop"))
+    except Exception:
+        poststop = False  # Runtime.delete ignores malformed poststop hooks too
+    freezer = "none"
+    dirs: list[str] = []
+    cg = record.get("cgroup")
+    if cg:
+        try:
+            from pyrt.runtime import cgroups
+
+            mgr = cgroups.from_state(cg)
+        except Exception:
+            mgr = None  # Runtime._cgroup fails the same way: no freezer, no destroy
+        if isinstance(mgr, cgroups.V1Manager):
+            d = mgr.paths.get("freezer")
+            if d is None:
+                usable = False  # freezer_state raises: leave that to Python
+            else:
+                freezer = "v1 " + os.path.join(d, "freezer.state")
+            dirs = mgr._dirs()
+        elif isinstance(mgr, cgroups.V2Manager):
+            freezer = "v2 " + mgr.path
+            dirs = [mgr.path]
+        elif mgr is not None:
+            usable = False  # the fake manager: in-memory, Python only
+    pid = record.get("pid")
+    start = record.get("pid_start")
+    head = tail = ""
+    try:
+        if not isinstance(pid, int) or not (start is None or isinstance(start, int)):
+            raise ValueError("pid")
+        text = json.dumps(oci_state({**record, "pid": 0}, "\0"), indent=2)
+        head, mark, tail = text.partition(_PID_MARK)
+        if not mark:
+            raise ValueError("layout")
+        head += '"pid": '
+    except (ValueError, TypeError, KeyError):
+        usable = False
+        head = tail = ""
+    if any("\n" in d for d in dirs):
+        usable = False
+    lines = [
+        FAST_MAGIC,
+        f"usable {int(usable)}",
+        f"creating {int(record.get('status') == 'creating')}",
+        f"pid {pid if isinstance(pid, int) else 0}",
+        f"start {start if isinstance(start, int) else '-'}",
+        f"poststart {int(poststart)}",
+        f"poststop {int(poststop)}",
+        f"freezer {freezer}",
+        f"cgroups {len(dirs) if usable else 0}",
+        *(dirs if usable else []),
+    ]
+    hb, tb = head.encode(), tail.encode()
+    return "\n".join(lines) + f"\nhead {len(hb)}\n{head}\ntail {len(tb)}\n{tail}\n"

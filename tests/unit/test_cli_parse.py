@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from pyrt.runtime import cli
-from pyrt.runtime.cli import UsageError, build_parser, main, normalize_args, parse_signal
+from pyrt.runtime.cli import UsageError, main, parse_args, parse_signal
+from pyrt.runtime.state import fast_state_text, oci_state
 
 
 def parse(*argv: str) -> object:
-    return build_parser().parse_args(normalize_args(list(argv)))
+    return parse_args(list(argv))
 
 
 @pytest.mark.parametrize(
@@ -209,8 +210,104 @@ def test_import_is_lean() -> None:
     code = (
         "import sys, pyrt.runtime.cli\n"
         "bad = [m for m in ('typer', 'cffi', 'pyroute2', 'pyrt._core', 'subprocess',"
-        " 'pyrt.runtime.runtime') if m in sys.modules]\n"
+        " 'pyrt.runtime.runtime', 'argparse', 'logging', 'dataclasses') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_options_between_positionals_and_double_dash() -> None:
+    a = parse("kill", "cid", "--all=true", "KILL")
+    assert (a.container_id, a.signal, a.all) == ("cid", "KILL", True)  # type: ignore[attr-defined]
+    b = parse("delete", "--", "-odd")
+    assert b.container_id == "-odd"  # type: ignore[attr-defined]
+    c = parse("ps", "--format", "json", "cid", "-ef")
+    assert (c.format, c.ps_args) == ("json", ["-ef"])  # type: ignore[attr-defined]
+    d = parse("update", "-r", "-", "--memory=5", "c")
+    assert (d.resources, d.memory, d.pids_limit) == ("-", 5, None)  # type: ignore[attr-defined]
+    e = parse("exec", "cid", "--", "ls")
+    assert e.args == ["--", "ls"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["create"], "a container id is needed"),
+        (["create", "--bogus", "c"], "unknown flag '--bogus'"),
+        (["create", "--bundle"], "--bundle needs a value"),
+        (["create", "--preserve-fds", "-1", "c"], "must not be negative"),
+        (["create", "--preserve-fds=x", "c"], "not an integer"),
+        (["state", "a", "b"], "unexpected argument 'b'"),
+        (["--log-format", "xml", "list"], "expected one of text, json"),
+        (["run", "--detach=maybe", "c"], "expected true or false"),
+        (["frobnicate"], "unknown command 'frobnicate'"),
+    ],
+)
+def test_parse_errors_name_the_problem(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_args(argv)
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: pyrt-runc")
+    assert main(["kill", "-h"]) == 0
+
+
+def _record(**over: object) -> dict[str, object]:
+    rec: dict[str, object] = {
+        "ociVersion": "1.0.2", "id": "c1", "status": "created", "pid": 42, "pid_start": 7,
+        "bundle": "/b\u00e9", "rootfs": "/b/rootfs", "annotations": {"k": "v\n\"x\""},
+        "created": "2026-01-01T00:00:00.000000000Z", "owner": "",
+        "cgroup": {"kind": "v2", "path": "/sys/fs/cgroup/x/c1", "mount": "/sys/fs/cgroup"},
+        "config": {"hooks": {"poststop": [{"path": "/bin/true"}]}},
+    }  # fmt: skip
+    rec.update(over)
+    return rec
+
+
+def _fast_fields(text: str) -> tuple[dict[str, str], str, str]:
+    lines, _, rest = text.partition("\nhead ")
+    fields = dict(ln.split(" ", 1) for ln in lines.splitlines()[1:] if " " in ln)
+    n, _, rest = rest.partition("\n")
+    head, rest = rest[: int(n)], rest[int(n) + 1 :]
+    n2, _, rest = rest.removeprefix("tail ").partition("\n")
+    return fields, head, rest[: int(n2)]
+
+
+@pytest.mark.parametrize("status", ["created", "running", "paused", "stopped"])
+def test_fast_state_renders_the_state_json(status: str) -> None:
+    """head + pid + status + tail is exactly what `state` prints through Python."""
+    from pyrt.runtime.runtime import Runtime
+
+    rec = _record()
+    text = fast_state_text(rec)
+    assert text.startswith("pyrt-fast 1\nusable 1\n")
+    fields, head, tail = _fast_fields(text)
+    assert fields["pid"] == "42" and fields["start"] == "7"
+    assert fields["poststop"] == "1" and fields["poststart"] == "0"
+    assert fields["freezer"] == "v2 /sys/fs/cgroup/x/c1" and fields["cgroups"] == "1"
+    pid = 0 if status == "stopped" else 42
+    rendered = head + f'{pid},\n  "status": "{status}"' + tail
+    want = Runtime("/nonexistent")._oci_state(rec, status)
+    assert oci_state(rec, status) == want
+    assert rendered == json.dumps(want, indent=2)
+
+
+def test_fast_state_unusable_cases() -> None:
+    # a v1 cgroup without a freezer, the in-memory fake, malformed hooks: Python decides
+    v1 = {"kind": "v1", "paths": {"memory": "/sys/fs/cgroup/memory/x"}, "unified": None}
+    assert "\nusable 0\n" in fast_state_text(_record(cgroup=v1))
+    from pyrt.runtime.cgroups import FakeManager
+
+    fake = FakeManager(f"fast-{id(v1)}").to_state()
+    assert "\nusable 0\n" in fast_state_text(_record(cgroup=fake))
+    # a cgroup state Python cannot reopen: no freezer check and nothing to remove, as in
+    # Runtime._status / Runtime.delete
+    fields, _, _ = _fast_fields(fast_state_text(_record(cgroup={"kind": "nope"})))
+    assert (fields["usable"], fields["freezer"], fields["cgroups"]) == ("1", "none", "0")
+    assert "\nusable 0\n" in fast_state_text(_record(config={"hooks": 5}))
+    # creating, no pid start yet
+    fields, _, _ = _fast_fields(fast_state_text(_record(status="creating", pid_start=None)))
+    assert fields["creating"] == "1" and fields["start"] == "-"
