@@ -505,14 +505,18 @@ def test_core_pattern_sysctl_refused(
     _assert_nothing_left(rt, unique_id, b)
 
 
+@pytest.mark.parametrize("name", ["proc", "dev", "sys"])
 def test_proc_symlink_to_host_dir(
-    rt: Runtime, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
+    rt: Runtime, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path, name: str
 ) -> None:
+    """A rootfs whose /proc, /dev or /sys is a symlink to a host directory: mounts land
+    inside the rootfs (symlinks resolve against it), the host directory stays untouched."""
     host_dir = tmp_path / "host-target"
     host_dir.mkdir()
     b = bundle_factory(["/bin/true"])
-    proc = b / "rootfs" / "proc"
-    proc.rmdir()
+    proc = b / "rootfs" / name
+    if proc.exists():
+        proc.rmdir()
     proc.symlink_to(host_dir)
     with contextlib.suppress(PyrtError):
         code, _ = run_capture(rt, unique_id, b)
