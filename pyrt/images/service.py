@@ -3,9 +3,11 @@
 It ties the content store (blobs), the snapshot service (unpacked layers) and the metadata
 database (images, tags, repo_digests, image_layers) together:
 
-    pull  = transfer.pull (blobs into the store) -> unpack each layer into a snapshot
-            (diff ids checked against the config) -> one transaction: image row,
-            image_layers rows (snapshot refcounts follow), tag, repo digest
+    pull  = transfer.pull (blobs into the store, in a thread, a bounded number at once)
+            while this thread unpacks each layer into a snapshot as soon as its blob is
+            verified and its parent is unpacked (diff ids checked against the config)
+            -> one transaction: image row, image_layers rows (snapshot refcounts follow),
+            tag, repo digest
     rmi   = one transaction dropping the references (and the image when none is left),
             then unused snapshots and blobs no other image uses
 
@@ -26,18 +28,26 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
+import queue
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyrt.content.gc import GcResult, collect
 from pyrt.content.store import ContentStore
-from pyrt.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, PyrtError
+from pyrt.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PyrtError,
+    SystemError_,
+)
 from pyrt.images import models
 from pyrt.images.models import (
     HistoryItem,
@@ -75,6 +85,27 @@ def _never_in_use(image_id: str) -> None:
 class _Resolved:
     image_id: str
     by_reference: Reference | None  # the tag or repo@digest the name matched, if any
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """An image about to be unpacked and recorded: its manifest, config and chain ids."""
+
+    manifest_digest: str
+    manifest: Manifest
+    index_digest: str | None
+    image_id: str
+    config: ImageConfig
+    config_bytes: bytes
+    chain_ids: list[str]
+
+    @property
+    def blobs(self) -> list[str]:
+        """The blobs the image's records will reference (kept from gc meanwhile)."""
+        out = [self.manifest_digest, self.image_id, *(d.digest for d in self.manifest.layers)]
+        if self.index_digest:
+            out.append(self.index_digest)
+        return out
 
 
 class ImageService:
@@ -245,11 +276,9 @@ class ImageService:
             raise FailedPrecondition(f"{what} {digest} is not in the content store")
         return self.store.read_bytes(digest, verify=True)
 
-    def _record(self, *, manifest_digest: str, manifest_bytes: bytes,
-                index_digest: str | None, tags: Iterable[Reference],
-                repo_digests: Iterable[Reference], progress: ProgressSink = discard,
-                fresh_layers: frozenset[str] = frozenset()) -> Image:
-        """Unpack the manifest's layers and record the image, tags and digests at once."""
+    def _plan(self, manifest_digest: str, manifest_bytes: bytes,
+              index_digest: str | None) -> _Plan:
+        """Check a manifest and its (stored) config; the chain ids of its layers."""
         manifest = parse_manifest(manifest_bytes)
         if isinstance(manifest, Index):
             raise InvalidArgument(f"manifest {manifest_digest} is an index, not an image")
@@ -262,44 +291,61 @@ class ImageService:
                 f"image {image_id}: manifest {manifest_digest} lists {len(manifest.layers)} "
                 f"layers but the config's rootfs.diff_ids has {len(config.diff_ids)}"
             )
-        chain_ids = config.chain_ids()
-        blobs = [manifest_digest, image_id, *(d.digest for d in manifest.layers)]
-        if index_digest:
-            blobs.append(index_digest)
+        return _Plan(manifest_digest, manifest, index_digest, image_id, config, config_bytes,
+                     config.chain_ids())
+
+    def _unpack_layer(self, plan: _Plan, i: int, progress: ProgressSink,
+                      fresh_layers: Container[str]) -> tuple[int, bool]:
+        """Make sure layer i's snapshot exists (its parent's must); emits Extracting and
+        Pull complete. Returns (the snapshot's size, whether this call created it)."""
+        layer = plan.manifest.layers[i]
+        chain_ids = plan.chain_ids
+        existed = self.snapshots.exists(chain_ids[i])
+        if not existed:
+            if not self.store.exists(layer.digest):
+                raise FailedPrecondition(
+                    f"image {plan.image_id}: layer {layer.digest} is not in the content store"
+                )
+            progress(ProgressEvent(ProgressKind.EXTRACTING, layer.digest, 0, layer.size))
+        snap = self.snapshots.ensure(
+            chain_ids[i], chain_ids[i - 1] if i else None, plan.config.diff_ids[i],
+            self.store.path(layer.digest), blob_digest=layer.digest)
+        if not existed:
+            progress(ProgressEvent(ProgressKind.EXTRACTING, layer.digest, layer.size,
+                                   layer.size))
+        if not existed or layer.digest in fresh_layers:
+            progress(ProgressEvent(ProgressKind.PULL_COMPLETE, layer.digest))
+        return snap.size, not existed
+
+    def _record(self, *, manifest_digest: str, manifest_bytes: bytes,
+                index_digest: str | None, tags: Iterable[Reference],
+                repo_digests: Iterable[Reference], progress: ProgressSink = discard,
+                fresh_layers: frozenset[str] = frozenset()) -> Image:
+        """Unpack the manifest's layers and record the image, tags and digests at once."""
+        plan = self._plan(manifest_digest, manifest_bytes, index_digest)
         created: list[str] = []
         sizes: list[int] = []
         try:
-            with self._protect_blobs(blobs), self.snapshots.hold(chain_ids):
-                for i, layer in enumerate(manifest.layers):
-                    existed = self.snapshots.exists(chain_ids[i])
-                    if not existed:
-                        if not self.store.exists(layer.digest):
-                            raise FailedPrecondition(
-                                f"image {image_id}: layer {layer.digest} is not in the "
-                                "content store"
-                            )
-                        progress(ProgressEvent(ProgressKind.EXTRACTING, layer.digest, 0,
-                                               layer.size))
-                    snap = self.snapshots.ensure(
-                        chain_ids[i], chain_ids[i - 1] if i else None, config.diff_ids[i],
-                        self.store.path(layer.digest), blob_digest=layer.digest)
-                    if not existed:
-                        created.append(snap.chain_id)
-                        progress(ProgressEvent(ProgressKind.EXTRACTING, layer.digest,
-                                               layer.size, layer.size))
-                    if not existed or layer.digest in fresh_layers:
-                        progress(ProgressEvent(ProgressKind.PULL_COMPLETE, layer.digest))
-                    sizes.append(snap.size)
-                self._insert(image_id, config, config_bytes, manifest, manifest_digest,
-                             index_digest, chain_ids, sum(sizes), tags, repo_digests)
+            with self._protect_blobs(plan.blobs), self.snapshots.hold(plan.chain_ids):
+                for i in range(len(plan.manifest.layers)):
+                    size, new = self._unpack_layer(plan, i, progress, fresh_layers)
+                    if new:
+                        created.append(plan.chain_ids[i])
+                    sizes.append(size)
+                self._insert(plan.image_id, plan.config, plan.config_bytes, plan.manifest,
+                             manifest_digest, index_digest, plan.chain_ids, sum(sizes), tags,
+                             repo_digests)
         except BaseException:
             # nothing of a failed image stays (after our pins are released, so the
             # snapshots can go; one another registration pins or uses is kept)
-            for chain_id in reversed(created):
-                with contextlib.suppress(PyrtError):
-                    self.snapshots.remove(chain_id)
+            self._remove_created(created)
             raise
-        return self._load(image_id)
+        return self._load(plan.image_id)
+
+    def _remove_created(self, created: Iterable[str]) -> None:
+        for chain_id in reversed(list(created)):
+            with contextlib.suppress(PyrtError):
+                self.snapshots.remove(chain_id)
 
     def _insert(self, image_id: str, config: ImageConfig, config_bytes: bytes,
                 manifest: Manifest, manifest_digest: str, index_digest: str | None,
@@ -395,7 +441,12 @@ class ImageService:
 
     # -- pull / push -----------------------------------------------------------------------
     def pull(self, reference: str, *, platform: Platform | str | None = None,
-             progress: ProgressSink = discard) -> PulledImage:
+             progress: ProgressSink = discard, max_parallel: int = 3) -> PulledImage:
+        """docker pull: download the blobs (at most `max_parallel` at once) and unpack each
+        layer as soon as its blob is verified and its parent layer is unpacked, while later
+        layers are still downloading; then record the image, its tag and repo digest in one
+        transaction. On any failure (download, digest, diff id) the downloads stop and
+        nothing of the image is recorded; snapshots this pull made are removed."""
         from pyrt.images import transfer
 
         ref = parse_normalized(reference)
@@ -410,21 +461,96 @@ class ImageService:
                 downloaded.add(event.digest)
             progress(event)
 
-        result = transfer.pull(ref, self.store, platform=want or self.platform,
-                               client_factory=self.client_factory, progress=sink)
-        pulled_digest = result.index_digest or result.manifest_digest
-        image = self._record(
-            manifest_digest=result.manifest_digest, manifest_bytes=result.manifest,
-            index_digest=result.index_digest,
-            tags=[ref] if ref.tag is not None and ref.digest is None else [],
-            repo_digests=[ref.name_only().with_digest(pulled_digest)],
-            progress=sink, fresh_layers=frozenset(downloaded))
+        # The transfer runs in a thread of its own and reports through a queue; this thread
+        # unpacks (the database and the snapshots stay with the caller's thread).
+        events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        cancel = threading.Event()
+
+        def download() -> None:
+            try:
+                res = transfer.pull(
+                    ref, self.store, platform=want or self.platform,
+                    client_factory=self.client_factory, progress=sink,
+                    max_parallel=max_parallel, cancel=cancel,
+                    on_manifest=lambda r: events.put(("manifest", r)),
+                    on_blob_committed=lambda d: events.put(("blob", d.digest)))
+            except BaseException as e:  # handed to the pulling thread
+                events.put(("failed", e))
+            else:
+                events.put(("done", res))
+
+        worker = threading.Thread(target=download, name=f"pyrt-pull-{ref.path}", daemon=True)
+        worker.start()
+        try:
+            image = self._unpack_while_downloading(ref, events, sink, downloaded)
+        finally:
+            cancel.set()  # a no-op once the transfer is done
+            worker.join()
         new = before != image.id
         shown = ref.familiar()
         status = (f"Downloaded newer image for {shown}" if new
                   else f"Image is up to date for {shown}")
         fields = {f: getattr(image, f) for f in Image.__dataclass_fields__}
         return PulledImage(**fields, status=status, downloaded=new)
+
+    def _unpack_while_downloading(self, ref: Reference,
+                                  events: queue.SimpleQueue[tuple[str, Any]],
+                                  progress: ProgressSink, downloaded: set[str]) -> Image:
+        """Consume a transfer's events: layer i is unpacked once its blob is committed and
+        layer i-1 is unpacked; the image is recorded when the transfer is done."""
+        committed: set[str] = set()
+        result: Any = None  # transfer.PullResult, once the manifest is resolved
+        plan: _Plan | None = None
+        unpacked = 0
+        created: list[str] = []
+        sizes: list[int] = []
+        pins = contextlib.ExitStack()
+        try:
+            with pins:
+                while True:
+                    kind, value = events.get()
+                    if kind == "failed":
+                        raise value
+                    if kind == "blob":
+                        committed.add(value)
+                    elif kind in ("manifest", "done"):
+                        if result is None:
+                            blobs = [value.manifest_digest, value.config_digest,
+                                     *(d.digest for d in value.layers)]
+                            if value.index_digest:
+                                blobs.append(value.index_digest)
+                            pins.enter_context(self._protect_blobs(blobs))
+                        result = value
+                    if plan is None and result is not None and result.config_digest in committed:
+                        plan = self._plan(result.manifest_digest, result.manifest,
+                                          result.index_digest)
+                        pins.enter_context(self.snapshots.hold(plan.chain_ids))
+                    if plan is not None:
+                        layers = plan.manifest.layers
+                        while unpacked < len(layers) and layers[unpacked].digest in committed:
+                            size, new = self._unpack_layer(plan, unpacked, progress, downloaded)
+                            if new:
+                                created.append(plan.chain_ids[unpacked])
+                            sizes.append(size)
+                            unpacked += 1
+                    if kind == "done":
+                        break
+                if plan is None or unpacked < len(plan.manifest.layers):
+                    missing = ([result.config_digest] if plan is None else
+                               [d.digest for d in plan.manifest.layers[unpacked:]])
+                    raise SystemError_(
+                        f"pull {ref}: the transfer finished without committing "
+                        f"{', '.join(missing)}")
+                tags = [ref] if ref.tag is not None and ref.digest is None else []
+                pulled_digest = result.index_digest or result.manifest_digest
+                self._insert(plan.image_id, plan.config, plan.config_bytes, plan.manifest,
+                             plan.manifest_digest, plan.index_digest, plan.chain_ids,
+                             sum(sizes), tags, [ref.name_only().with_digest(pulled_digest)])
+        except BaseException:
+            # the pins are released by now: the snapshots this pull made can go
+            self._remove_created(created)
+            raise
+        return self._load(plan.image_id)
 
     def push(self, reference: str, *, progress: ProgressSink = discard) -> Any:
         """Push a local image under `reference` (which must name it, as docker requires:

@@ -9,7 +9,12 @@ and the layers with a bounded thread pool. A blob the store has is skipped (Alre
 exists); a partial ingest left by an earlier pull resumes at its offset; every blob is
 verified by digest and size when the store's writer commits it, so a tampered blob fails
 the pull, naming its digest, and nothing of it becomes visible. Layers are not unpacked
-here: the image service does that (and emits Extracting / Pull complete).
+here: the image service does that (and emits Extracting / Pull complete), while the
+download goes on, through two callbacks: `on_manifest(result)` once the manifest is
+resolved, before any blob is fetched, and `on_blob_committed(descriptor)` once per blob
+as soon as it is verified and in the store (right away for a blob the store had, else
+just after its Download complete event). Setting the `cancel` event stops the downloads
+(the pull then raises FailedPrecondition); partial ingests stay for a later resume.
 
 A push sends the blobs of a manifest (and of each manifest of an index) that the registry
 lacks: HEAD first (Layer already exists), a cross-repository mount when a hint says the
@@ -146,7 +151,8 @@ def _store_bytes(store: BlobStore, digest: str, data: bytes) -> None:
 def _run_parallel(
     tasks: Sequence[Callable[[threading.Event], None]], max_parallel: int, what: str
 ) -> None:
-    """Run the tasks on a bounded pool; the first failure cancels the rest and is raised."""
+    """Run the tasks on a bounded pool; the first failure cancels the rest and is raised.
+    A task's cancel event is set when another task failed."""
     if max_parallel < 1:
         raise InvalidArgument(f"{what}: max_parallel must be >= 1, got {max_parallel}")
     if not tasks:
@@ -187,8 +193,19 @@ def pull(
     client_factory: ClientFactory | None = None,
     progress: ProgressSink = discard,
     max_parallel: int = 3,
+    on_manifest: Callable[[PullResult], None] | None = None,
+    on_blob_committed: Callable[[Descriptor], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> PullResult:
-    """Download an image's manifest, config and layers into `store` (see module doc)."""
+    """Download an image's manifest, config and layers into `store` (see module doc).
+
+    on_manifest: called once, in the calling thread, with what the pull will return, before
+    any blob is fetched. on_blob_committed: called once per distinct blob of the manifest
+    (config and layers) when it is in the store, from the calling thread or a worker; all
+    calls happen before pull returns; an exception it raises fails the pull. cancel: set
+    it (from any thread) to stop the pull: workers stop at their next chunk and pull raises
+    FailedPrecondition.
+    """
     from pyrt.oci import mediatypes as mt
     from pyrt.oci.manifest import Index, parse_manifest, require_image, select_platform
 
@@ -226,31 +243,7 @@ def pull(
         if d.digest in layer_digests:
             progress(ProgressEvent(kind, d.digest, current, d.size, detail))
 
-    todo: list[Descriptor] = []
-    for d in blobs:
-        if store.exists(d.digest):
-            emit(ProgressKind.ALREADY_EXISTS, d)
-        else:
-            emit(ProgressKind.WAITING, d)
-            todo.append(d)
-
-    def task_for(d: Descriptor) -> Callable[[threading.Event], None]:
-        def run(cancel: threading.Event) -> None:
-            try:
-                _download(client, repo, d, store, cancel, emit, progress, layer_digests)
-            except _Cancelled:
-                raise
-            except BaseException as e:
-                emit(ProgressKind.FAILED, d, detail=str(e))
-                raise
-
-        return run
-
-    _run_parallel([task_for(d) for d in todo], max_parallel, f"pull {ref}")
-    _store_bytes(store, digest, data)
-    if index_digest is not None and index_data is not None:
-        _store_bytes(store, index_digest, index_data)
-    return PullResult(
+    result = PullResult(
         reference=ref,
         manifest_digest=digest,
         manifest=data,
@@ -261,6 +254,51 @@ def pull(
         index_digest=index_digest,
         index=index_data,
     )
+    if on_manifest is not None:
+        on_manifest(result)
+    committed = on_blob_committed or _ignore_blob
+
+    def stopped(worker_cancel: threading.Event) -> bool:
+        return worker_cancel.is_set() or (cancel is not None and cancel.is_set())
+
+    todo: list[Descriptor] = []
+    present: list[Descriptor] = []
+    for d in blobs:
+        if store.exists(d.digest):
+            emit(ProgressKind.ALREADY_EXISTS, d)
+            present.append(d)
+        else:
+            emit(ProgressKind.WAITING, d)
+            todo.append(d)
+    for d in present:
+        committed(d)
+
+    def task_for(d: Descriptor) -> Callable[[threading.Event], None]:
+        def run(worker_cancel: threading.Event) -> None:
+            try:
+                _download(client, repo, d, store, lambda: stopped(worker_cancel), emit,
+                          progress, layer_digests)
+                committed(d)
+            except _Cancelled:
+                raise
+            except BaseException as e:
+                emit(ProgressKind.FAILED, d, detail=str(e))
+                raise
+
+        return run
+
+    try:
+        _run_parallel([task_for(d) for d in todo], max_parallel, f"pull {ref}")
+    except _Cancelled:
+        raise FailedPrecondition(f"pull {ref}: cancelled") from None
+    _store_bytes(store, digest, data)
+    if index_digest is not None and index_data is not None:
+        _store_bytes(store, index_digest, index_data)
+    return result
+
+
+def _ignore_blob(d: Descriptor) -> None:
+    pass
 
 
 def _download(
@@ -268,12 +306,12 @@ def _download(
     repo: str,
     d: Descriptor,
     store: BlobStore,
-    cancel: threading.Event,
+    stopped: Callable[[], bool],
     emit: Callable[..., None],
     progress: ProgressSink,
     layer_digests: set[str],
 ) -> None:
-    if cancel.is_set():
+    if stopped():
         raise _Cancelled()
     if store.exists(d.digest):  # another pull finished it meanwhile
         emit(ProgressKind.ALREADY_EXISTS, d)
@@ -290,7 +328,7 @@ def _download(
             bytes_progress.update(writer.offset)
 
         def on_progress(done: int) -> None:
-            if cancel.is_set():
+            if stopped():
                 raise _Cancelled()
             bytes_progress.update(done)
 
