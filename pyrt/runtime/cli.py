@@ -611,7 +611,8 @@ def cmd_spec(args: Args) -> int:
     if not os.path.isdir(args.bundle):
         raise UsageError(f"bundle {args.bundle}: not a directory")
     spec = default_spec(rootless=args.spec_rootless)
-    atomic_write(path, (json.dumps(spec, indent="\t") + "\n").encode(), 0o666 & ~_umask())
+    data = (json.dumps(spec, indent="\t") + "\n").encode()
+    atomic_write(path, data, 0o666 & ~_umask(), durable=True)
     return 0
 
 

@@ -9,7 +9,6 @@ startContainer runs inside the container and is handed to the C spawn (see to_ho
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -108,6 +107,8 @@ def run_hook(
     argv: list[str]
     executable: str | None
     if enter_pid is not None:
+        import shutil
+
         nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
         flags = [_NSENTER_FLAGS[n] for n in namespaces if n in _NSENTER_FLAGS]
         # nsenter takes the program path; argv[0] of the hook cannot be kept this way

@@ -16,7 +16,6 @@ from typing import Any
 
 from pyrt.errors import InvalidArgument
 from pyrt.runtime.capabilities import check_cap_names
-from pyrt.runtime.seccomp import validate_seccomp
 
 CONFIG_FILE = "config.json"
 
@@ -533,6 +532,8 @@ def _validate_linux(v: _V, linux: dict[str, Any], namespaces: dict[str, str | No
         v.string(linux["mountLabel"], "linux.mountLabel")
 
     if linux.get("seccomp") is not None:
+        from pyrt.runtime.seccomp import validate_seccomp  # only specs with seccomp pay
+
         validate_seccomp(linux["seccomp"], v.where, "linux.seccomp")
 
     if linux.get("timeOffsets"):

@@ -102,9 +102,10 @@ def process_alive(pid: int, start_time: int | None) -> bool:
     return start_time is None or int(fields[19]) == start_time
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
-    """Write data to path atomically: temp file in the same directory, rename; with durable
-    (the default) the data is fsync'ed before the rename."""
+def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = False) -> None:
+    """Write data to path atomically: temp file in the same directory, rename. With durable
+    the data is fsync'ed before the rename: for files that must survive a crash (a bundle's
+    config.json), not for runtime state or pid files, which describe live processes."""
     d = os.path.dirname(path) or "."
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
@@ -191,11 +192,8 @@ class ContainerDir:
 
     def write(self, state: dict[str, Any]) -> None:
         """Write state.json, then fast.state (the C front end's view of the same record)."""
-        atomic_write(
-            self.state_path, json.dumps(state, separators=(",", ":")).encode(), 0o600,
-            durable=False,
-        )  # fmt: skip
-        atomic_write(self.fast_path, fast_state_text(state).encode(), 0o600, durable=False)
+        atomic_write(self.state_path, json.dumps(state, separators=(",", ":")).encode(), 0o600)
+        atomic_write(self.fast_path, fast_state_text(state).encode(), 0o600)
 
     def fifo_exists(self) -> bool:
         return os.path.exists(self.fifo_path)
