@@ -1,22 +1,36 @@
-"""Image pull, download only: pyrt's registry client vs skopeo, from a local registry.
+"""Image pull from a local registry: pyrt vs skopeo (download only), docker and podman (full).
 
-Claim measured: how long pyrt takes to pull a 3-layer image (manifest, config, layers
-downloaded in parallel, each verified by digest and committed into an empty content
-store) compared with `skopeo copy docker://... dir:...` (download only, digests checked
-too), from the same docker-registry on 127.0.0.1, in the same run.
+Claims measured, in the same run, from the same docker-registry on 127.0.0.1:
+- download only: pyrt's registry client (`transfer.pull`: manifest, config and layers
+  downloaded in parallel, each verified by digest and committed into an empty content
+  store) vs `skopeo copy docker://... dir:...` (digests checked too). Target: pyrt at most
+  1.5x skopeo.
+- full pull (download + unpack into layer snapshots, image recorded): pyrt's
+  `ImageService.pull` into a fresh engine root (content store, snapshots, SQLite) vs
+  `docker pull` (Debian's docker.io: a private dockerd with its own containerd, data root,
+  exec root and socket, started for the run and stopped after it) and `podman pull` (a
+  fresh --root/--runroot per pull). Target: pyrt at most 0.33x docker.
 
 The image (3 gzip layers of about 50 MB each; --quick: about 1 MB each) is made once from
 seeded pseudo-random data, half random and half repeated text so it compresses like real
 files, and cached as an OCI layout under /var/tmp/pyrt-bench/. skopeo pushes it to a
-fresh registry; then each tool pulls it `--runs` times into a fresh destination, in
-alternation. The table reports the median and each tool's time divided by pyrt's peer.
+fresh registry; then each tool pulls it `--runs` times into a fresh destination (docker:
+the image is removed between pulls, and each pull must report all 3 layers downloaded),
+the tools in alternation. The table gives the median and pyrt's time divided by the
+tool's (below 1: pyrt is faster); pyrt's download-only row is the peer of skopeo's, its
+full-pull row the peer of docker's and podman's.
 
-    python benchmarks/bench_pull.py [--quick] [--runs N] [--parallel N]
+    python benchmarks/bench_pull.py [--quick] [--runs N] [--parallel N] [--tools LIST]
+
+--quick: the small image, one run, and peers that are not installed are skipped (the
+output says so); without it a missing peer is an error. Nothing is left behind: the
+registry, dockerd and its containerd are stopped, mounts under the work dir unmounted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import io
@@ -24,11 +38,14 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,76 +124,394 @@ def build_image(quick: bool) -> tuple[Path, TestImage]:
     return layout, img
 
 
-def time_pyrt(host: str, dest: Path, parallel: int, img: TestImage) -> float:
+REF_PATH = "bench/img:1"
+DOCKER_CLI = Path("/usr/bin/docker")  # Debian's, the same version as its dockerd
+DOCKERD = Path("/usr/sbin/dockerd")
+PODMAN = Path("/usr/bin/podman")
+
+
+def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None,
+         timeout: float = 900) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}): "
+                           f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return proc.stdout
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path` (from /proc/self/mountinfo), deepest first."""
+    prefix = str(path.resolve())
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4].replace("\\040", " ")
+            if mp == prefix or mp.startswith(prefix + "/"):
+                out.append(mp)
+    return sorted(set(out), key=len, reverse=True)
+
+
+def _unmount_all(path: Path) -> None:
+    for _ in range(5):  # a mount point may be mounted over more than once
+        mps = _mounts_under(path)
+        if not mps:
+            return
+        for mp in mps:
+            subprocess.run(["umount", mp], capture_output=True, stdin=subprocess.DEVNULL)
+    for mp in _mounts_under(path):
+        subprocess.run(["umount", "-l", mp], capture_output=True, stdin=subprocess.DEVNULL)
+    left = _mounts_under(path)
+    if left:
+        raise RuntimeError(f"bench_pull: could not unmount {left}")
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line mentions `text` (our unique work dir)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            pids.append(int(entry))
+    return pids
+
+
+def _other_dockerds() -> list[int]:
+    """dockerd processes running before ours (a system one): they are left alone."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == "dockerd":
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise SystemExit(f"bench_pull: {what}")
+
+
+# -- pyrt -------------------------------------------------------------------------------------
+
+
+def time_pyrt_download(host: str, dest: Path, parallel: int, img: TestImage) -> float:
     from pyrt.content.store import ContentStore
     from pyrt.images import transfer
     from pyrt.images.registry import RegistryClient
 
     store = ContentStore(dest)
     t0 = time.perf_counter()
-    res = transfer.pull(f"{host}/bench/img:1", store, max_parallel=parallel,
+    res = transfer.pull(f"{host}/{REF_PATH}", store, max_parallel=parallel,
                         client_factory=lambda d: RegistryClient(d))
     elapsed = time.perf_counter() - t0
-    if res.manifest_digest != img.digest or not all(store.exists(d) for d in img.blobs()):
-        raise SystemExit("bench_pull: pyrt pulled something else")
+    _check(res.manifest_digest == img.digest and all(store.exists(d) for d in img.blobs()),
+           "pyrt downloaded something else")
     return elapsed
+
+
+def time_pyrt_full(host: str, root: Path, parallel: int, img: TestImage) -> float:
+    """ImageService.pull into a fresh engine root, as the engine builds it."""
+    from pyrt.content.store import ContentStore
+    from pyrt.images.registry import RegistryClient
+    from pyrt.images.service import ImageService
+    from pyrt.metadata.db import Database
+    from pyrt.snapshots.service import SnapshotService
+
+    db = Database(root / "meta.db")
+    try:
+        store = ContentStore(root / "content")
+        snapshots = SnapshotService(root, db)
+        images = ImageService(root, store=store, db=db, snapshots=snapshots,
+                              client_factory=lambda d: RegistryClient(d))
+        t0 = time.perf_counter()
+        pulled = images.pull(f"{host}/{REF_PATH}", max_parallel=parallel)
+        elapsed = time.perf_counter() - t0
+        _check(pulled.id == img.config_digest and pulled.downloaded, "pyrt pulled something else")
+        chain = snapshots.chain(pulled.top_chain_id or "")
+        _check(len(chain) == 3 and all(s.path.is_dir() for s in chain),
+               "pyrt's pull did not unpack 3 layers")
+    finally:
+        db.close()
+    return elapsed
+
+
+# -- skopeo -----------------------------------------------------------------------------------
 
 
 def time_skopeo(host: str, dest: Path, img: TestImage) -> float:
     t0 = time.perf_counter()
-    skopeo("copy", "-q", "--src-tls-verify=false", f"docker://{host}/bench/img:1",
+    skopeo("copy", "-q", "--src-tls-verify=false", f"docker://{host}/{REF_PATH}",
            f"dir:{dest}")
     elapsed = time.perf_counter() - t0
     got = hashlib.sha256((dest / "manifest.json").read_bytes()).hexdigest()
-    if f"sha256:{got}" != img.digest:
-        raise SystemExit("bench_pull: skopeo pulled something else")
+    _check(f"sha256:{got}" == img.digest, "skopeo pulled something else")
     return elapsed
+
+
+# -- docker -----------------------------------------------------------------------------------
+
+
+class PrivateDockerd:
+    """dockerd (and the containerd it starts) with every path under `work`, on its own
+    socket; stop() ends both (by pid), unmounts what they mounted and removes the files
+    they made outside `work` that were not there before."""
+
+    STRAY = (Path("/etc/docker/key.json"), Path("/run/docker"))
+
+    def __init__(self, work: Path, registry: str) -> None:
+        self.work = work
+        work.mkdir(parents=True)
+        self.sock = work / "docker.sock"
+        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}",
+                    "DOCKER_CONFIG": str(work / "client")}
+        self.env.pop("DOCKER_TLS_VERIFY", None)
+        self._preexisting = {p for p in self.STRAY if p.exists()}
+        config = work / "daemon.json"
+        config.write_text("{}\n")
+        self.log = work / "dockerd.log"
+        self._logf = open(self.log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(DOCKERD), "--config-file", str(config), "--data-root", str(work / "data"),
+             "--exec-root", str(work / "exec"), "--pidfile", str(work / "dockerd.pid"),
+             "-H", f"unix://{self.sock}", "--insecure-registry", registry,
+             "--iptables=false", "--ip-masq=false", "--bridge=none"],
+            stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            self._wait_ready()
+            info = json.loads(self.docker("info", "--format", "{{json .}}"))
+            self.driver = str(info.get("Driver"))
+            self.version = str(info.get("ServerVersion"))
+        except BaseException:
+            self.stop()
+            raise
+
+    def docker(self, *args: str) -> str:
+        return _run([str(DOCKER_CLI), *args], f"docker {' '.join(args)}", env=self.env)
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dockerd exited ({self.proc.returncode}): "
+                                   + self.log.read_text(errors="replace")[-2000:])
+            if self.sock.exists():
+                ok = subprocess.run([str(DOCKER_CLI), "version"], env=self.env,
+                                    capture_output=True, stdin=subprocess.DEVNULL)
+                if ok.returncode == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"dockerd not ready after {timeout}s: "
+                           + self.log.read_text(errors="replace")[-2000:])
+
+    def time_pull(self, ref: str, img: TestImage) -> float:
+        t0 = time.perf_counter()
+        out = self.docker("pull", ref)
+        elapsed = time.perf_counter() - t0
+        _check(out.count("Pull complete") == 3 and "Already exists" not in out,
+               f"docker pull did not download all 3 layers:\n{out}")
+        got = self.docker("image", "inspect", "--format", "{{.Id}}", ref).strip()
+        _check(got == img.config_digest, f"docker pulled {got}, expected {img.config_digest}")
+        self.docker("rmi", ref)
+        return elapsed
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        # its containerd (and any shim) should be gone with it; end what is left, by pid
+        for attempt in range(50):
+            left = _pids_mentioning(f"{self.work}/")
+            if not left:
+                break
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL if attempt > 20 else signal.SIGTERM)
+            time.sleep(0.1)
+        self._logf.close()
+        _unmount_all(self.work)
+        for p in self.STRAY:
+            if p not in self._preexisting and p.exists():
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink()
+
+
+# -- podman -----------------------------------------------------------------------------------
+
+
+def time_podman(ref: str, work: Path, img: TestImage) -> float:
+    base = [str(PODMAN), "--root", str(work / "root"), "--runroot", str(work / "runroot"),
+            "--tmpdir", str(work / "tmp"), "--storage-driver", "overlay",
+            "--events-backend", "none", "--cgroup-manager", "cgroupfs"]
+    try:
+        t0 = time.perf_counter()
+        _run([*base, "pull", "-q", "--tls-verify=false", ref], "podman pull")
+        elapsed = time.perf_counter() - t0
+        got = _run([*base, "image", "inspect", "--format", "{{.Id}}", ref],
+                   "podman image inspect").strip()
+        _check(got == img.config_digest.split(":")[1],
+               f"podman pulled {got}, expected {img.config_digest}")
+        _run([*base, "rmi", "-f", ref], "podman rmi")
+    finally:
+        _unmount_all(work)
+    return elapsed
+
+
+# -- main -------------------------------------------------------------------------------------
+
+TOOLS = ("pyrt-download", "skopeo", "pyrt-pull", "docker", "podman")
+WHAT = {
+    "pyrt-download": "download only: transfer.pull into a content store",
+    "skopeo": "download only: skopeo copy docker:// dir:",
+    "pyrt-pull": "full pull: ImageService.pull (download, unpack, record)",
+    "docker": "full pull: docker pull (private dockerd)",
+    "podman": "full pull: podman pull (fresh --root)",
+}
+PEER_OF = {"pyrt-download": "pyrt-download", "skopeo": "pyrt-download",
+           "pyrt-pull": "pyrt-pull", "docker": "pyrt-pull", "podman": "pyrt-pull"}
+TARGETS = {"skopeo": 1.5, "docker": 0.33}  # pyrt ÷ tool at most this
+
+
+def _missing(tool: str) -> str | None:
+    need = {"skopeo": [Path(SKOPEO)], "docker": [DOCKERD, DOCKER_CLI],
+            "podman": [PODMAN]}.get(tool, [])
+    for p in need:
+        if not p.exists():
+            pkg = {"skopeo": "skopeo", "docker": "docker.io", "podman": "podman"}[tool]
+            return f"{p} not installed (apt-get install {pkg})"
+    return None
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a tiny image, one run")
+    ap.add_argument("--quick", action="store_true",
+                    help="a tiny image, one run; skip peers that are not installed")
     ap.add_argument("--runs", type=int, default=None, help="pulls per tool (default 3)")
     ap.add_argument("--parallel", type=int, default=3, help="pyrt's max_parallel")
+    ap.add_argument("--tools", default=",".join(TOOLS),
+                    help=f"comma-separated subset of {','.join(TOOLS)}")
     args = ap.parse_args()
     runs = args.runs or (1 if args.quick else 3)
-    for need in (REGISTRY_BIN, Path(SKOPEO)):
-        if not Path(need).exists():
-            print(f"bench_pull: {need} missing (apt-get install docker-registry skopeo)",
-                  file=sys.stderr)
-            return 1
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    bad = [t for t in tools if t not in TOOLS]
+    if bad or runs < 1:
+        print(f"bench_pull: unknown tools {bad} (known: {', '.join(TOOLS)})" if bad
+              else "bench_pull: --runs must be >= 1", file=sys.stderr)
+        return 2
+    if not REGISTRY_BIN.exists() or not Path(SKOPEO).exists():
+        print(f"bench_pull: {REGISTRY_BIN} and skopeo are needed to serve the image "
+              "(apt-get install docker-registry skopeo)", file=sys.stderr)
+        return 1
+    skipped: dict[str, str] = {}
+    for t in tools:
+        why = _missing(t)
+        if why is not None:
+            if not args.quick:
+                print(f"bench_pull: {t}: {why}; --quick skips missing peers", file=sys.stderr)
+                return 1
+            skipped[t] = why
+    tools = [t for t in tools if t not in skipped]
+    for t, why in skipped.items():
+        print(f"bench_pull: skipped {t}: {why}", flush=True)
+
     CACHE.mkdir(parents=True, exist_ok=True)
     layout, img = build_image(args.quick)
     total = sum(len(x) for x in img.layers) + len(img.config)
     work = Path(tempfile.mkdtemp(prefix="pyrt-bench-pull-", dir="/var/tmp"))
-    reg = None
+    reg: Registry | None = None
+    dockerd: PrivateDockerd | None = None
+    times: dict[str, list[float]] = {t: [] for t in tools}
+    versions: dict[str, str] = {}
     try:
         reg = Registry(work / "registry")
         skopeo("copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:bench",
-               f"docker://{reg.host}/bench/img:1", timeout=900)
-        times: dict[str, list[float]] = {"pyrt": [], "skopeo": []}
+               f"docker://{reg.host}/{REF_PATH}", timeout=900)
+        ref = f"{reg.host}/{REF_PATH}"
+        if "docker" in tools:
+            for pid in _other_dockerds():
+                print(f"bench_pull: note: a dockerd this benchmark did not start runs (pid "
+                      f"{pid}); it is left alone (ours has its own socket, roots and "
+                      "containerd)", flush=True)
+            dockerd = PrivateDockerd(work / "docker", reg.host)
+            versions["docker"] = f"dockerd {dockerd.version}, {dockerd.driver}"
+        if "podman" in tools:
+            versions["podman"] = _run([str(PODMAN), "--version"], "podman --version").strip()
+        if "skopeo" in tools:
+            versions["skopeo"] = skopeo("--version").stdout.strip()
+        host = reg.host
+
+        def time_docker(dest: Path) -> float:
+            if dockerd is None:
+                raise RuntimeError("bench_pull: dockerd was not started")
+            return dockerd.time_pull(ref, img)
+
+        runners: dict[str, Callable[[Path], float]] = {
+            "pyrt-download": lambda d: time_pyrt_download(host, d, args.parallel, img),
+            "skopeo": lambda d: time_skopeo(host, d, img),
+            "pyrt-pull": lambda d: time_pyrt_full(host, d, args.parallel, img),
+            "docker": time_docker,
+            "podman": lambda d: time_podman(ref, d, img),
+        }
         for i in range(runs):
-            times["pyrt"].append(time_pyrt(reg.host, work / f"pyrt-{i}", args.parallel, img))
-            shutil.rmtree(work / f"pyrt-{i}")
-            times["skopeo"].append(time_skopeo(reg.host, work / f"skopeo-{i}", img))
-            shutil.rmtree(work / f"skopeo-{i}")
+            for t in tools:
+                dest = work / f"{t}-{i}"
+                times[t].append(runners[t](dest))
+                if dest.exists():
+                    _unmount_all(dest)
+                    shutil.rmtree(dest)
+                print(f"  run {i + 1}/{runs} {t}: {times[t][-1]:.3f} s", flush=True)
     finally:
+        if dockerd is not None:
+            dockerd.stop()
         if reg is not None:
             reg.stop()
+        _unmount_all(work)
         shutil.rmtree(work, ignore_errors=True)
 
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {t: statistics.median(v) for t, v in times.items()}
     mb = total / 1e6
-    print(f"\nimage: 3 layers, {mb:.1f} MB compressed; {runs} run(s) per tool; "
-          f"pyrt max_parallel={args.parallel}; registry on 127.0.0.1 (plain HTTP)")
-    print(f"{'tool':<10} {'median s':>9} {'MB/s':>8} {'pyrt ÷ tool':>12}  runs")
-    for tool, t in med.items():
-        ratio = med["pyrt"] / t
-        runs_text = " ".join(f"{x:.3f}" for x in times[tool])
-        print(f"{tool:<10} {t:>9.3f} {mb / t:>8.1f} {ratio:>12.2f}  {runs_text}")
+    print(f"\nimage: 3 gzip layers, {mb:.1f} MB compressed; {runs} run(s) per tool; pyrt "
+          f"max_parallel={args.parallel}; docker-registry on 127.0.0.1 (plain HTTP); "
+          f"{os.cpu_count()} CPUs")
+    for t, v in versions.items():
+        print(f"  {t}: {v}")
+    print()
+    print("| tool | what it does | median s | pyrt ÷ tool |")
+    print("| --- | --- | ---: | ---: |")
+    for t in tools:
+        peer = PEER_OF[t]
+        ratio = f"{med[peer] / med[t]:.2f}" if peer in med else "-"
+        print(f"| {t} | {WHAT[t]} | {med[t]:.3f} | {ratio} |")
+    for t in skipped:
+        print(f"| {t} | {WHAT[t]} | skipped | - |")
+    print()
+    for t, limit in TARGETS.items():
+        peer = PEER_OF[t]
+        if t in med and peer in med:
+            r = med[peer] / med[t]
+            print(f"target: {peer} ≤ {limit}× {t}: {r:.3f}× — {'met' if r <= limit else 'MISSED'}")
     print(json.dumps({"bench": "pull", "mb": round(mb, 1), "runs": runs,
                       "median_s": {k: round(v, 4) for k, v in med.items()},
-                      "python": sys.version.split()[0], "cpus": os.cpu_count()}))
+                      "all_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
+                      "skipped": skipped, "python": sys.version.split()[0],
+                      "cpus": os.cpu_count()}))
     return 0
 
 
