@@ -283,12 +283,12 @@ def test_tampered_last_layer_after_others_unpacked_keeps_nothing(env: Env) -> No
 
 
 def test_unpack_failure_stops_the_downloads(env: Env) -> None:
-    good = build(three_layers(4_000_000))
+    good = build(three_layers(6_000_000))
     wrong = sha256(b"not layer one")
     bad = build(good.files, diff_ids=[wrong, *good.diff_ids[1:]])
     env.push(bad, "pipe/diff:1")
     l1, _, l3 = bad.image.layer_digests
-    # layer 3 alone would take about 10 s; the registry client reads 1 MiB at a time and
+    # layer 3 alone would take about 15 s; the registry client reads 1 MiB at a time and
     # checks for a cancel between reads, so it stops within about 2.6 s
     rate = 400_000
     proxy = ThrottlingProxy(env.registry.host, {l3: rate})
