@@ -120,6 +120,13 @@ static ssize_t pl_read(pipeline_t *pl, void *buf, size_t len) {
   }
 }
 
+/* 1 when a read of the input would block now (an idle pipe): the producer then hands the
+ * partly filled chunk over first, so the consumer never waits on data already read. */
+static int pl_would_block(pipeline_t *pl) {
+  struct pollfd pf = {.fd = pl->in_fd, .events = POLLIN};
+  return poll(&pf, 1, 0) == 0;
+}
+
 /* A free chunk index for the producer to fill, or -1 when cancelled. */
 static int pl_acquire(pipeline_t *pl) {
   int slot;
@@ -200,6 +207,8 @@ static void *producer_main(void *arg) {
       }
       int eof = 0;
       while (filled < CHUNK_SIZE) {
+        if (filled > 0 && pl_would_block(pl))
+          break;
         ssize_t n = pl_read(pl, dst + filled, CHUNK_SIZE - filled);
         if (n < 0)
           goto out;
@@ -241,6 +250,12 @@ static void *producer_main(void *arg) {
     filled = 0;
     for (;;) {
       if (in_pos == have && !eof) {
+        if (filled > 0 && pl_would_block(pl)) {
+          pl_publish(pl, slot, filled);
+          if ((slot = pl_acquire(pl)) < 0)
+            goto out;
+          filled = 0;
+        }
         ssize_t n = pl_read(pl, in, CHUNK_SIZE);
         if (n < 0)
           goto out;
