@@ -432,10 +432,35 @@ class _Extractor:
         self.no_overwrite = no_overwrite_dir_non_dir
         self.owner = owner
         self.dirs: list[tuple[str, tarfile.TarInfo]] = []
+        # without root the files stay ours: ownership cannot be given away anyway
+        self.chown = os.geteuid() == 0
 
-    def _parent(self, parts: list[str]) -> int:
-        return open_at_root(self.rootfd, posixpath.join(self.dest, *parts[:-1]),
-                            os.O_PATH | os.O_DIRECTORY)
+    def _parent(self, parts: list[str], create: bool = True) -> int:
+        """The directory an entry goes in; missing parents are made (0755), as tar does."""
+        try:
+            return open_at_root(self.rootfd, posixpath.join(self.dest, *parts[:-1]),
+                                os.O_PATH | os.O_DIRECTORY)
+        except FileNotFoundError:
+            if not create:
+                raise
+        fd = open_at_root(self.rootfd, self.dest, os.O_PATH | os.O_DIRECTORY)
+        try:
+            for name in parts[:-1]:
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                    if self.chown:
+                        uid, gid = self.owner if self.owner is not None else (0, 0)
+                        os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+                except FileExistsError:
+                    pass
+                nxt = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _ids(self, m: tarfile.TarInfo) -> tuple[int, int]:
         return self.owner if self.owner is not None else (m.uid, m.gid)
@@ -484,14 +509,16 @@ class _Extractor:
                     if src is not None:
                         while chunk := src.read(_CHUNK):
                             os.write(fd, chunk)
-                    os.fchown(fd, uid, gid)
+                    if self.chown:
+                        os.fchown(fd, uid, gid)
                     os.fchmod(fd, mode)
                     os.utime(fd, (m.mtime, m.mtime))
                 finally:
                     os.close(fd)
             elif m.issym():
                 os.symlink(m.linkname, name, dir_fd=pfd)
-                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+                if self.chown:
+                    os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
                 with contextlib.suppress(OSError):
                     os.utime(name, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
             elif m.islnk():
@@ -499,7 +526,7 @@ class _Extractor:
                 if not target:
                     raise InvalidArgument(f"archive entry {i} {m.name!r}: hard link to the "
                                           "destination directory")
-                sfd = self._parent(target)
+                sfd = self._parent(target, create=False)
                 try:
                     os.link(target[-1], name, src_dir_fd=sfd, dst_dir_fd=pfd,
                             follow_symlinks=False)
@@ -509,7 +536,8 @@ class _Extractor:
                 kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
                 dev = os.makedev(m.devmajor, m.devminor) if not m.isfifo() else 0
                 os.mknod(name, kind | 0o600, dev, dir_fd=pfd)
-                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+                if self.chown:
+                    os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
                 fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
                 try:
                     os.chmod(f"/proc/self/fd/{fd}", mode)
@@ -528,7 +556,8 @@ class _Extractor:
             fd = open_at_root(self.rootfd, path, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 uid, gid = self._ids(m)
-                os.fchown(fd, uid, gid)
+                if self.chown:
+                    os.fchown(fd, uid, gid)
                 os.fchmod(fd, m.mode & 0o7777)
                 os.utime(fd, (m.mtime, m.mtime))
             finally:

@@ -122,8 +122,14 @@ def parse_io_stat_v2(text: str | None) -> list[dict[str, Any]]:
     return out
 
 
-def _host_memory() -> int:
-    return _kv((_read("/proc/meminfo") or "").replace(":", "")).get("MemTotal", 0) * 1024
+def host_memory(meminfo: str | None = None) -> int:
+    """MemTotal of /proc/meminfo in bytes (docker's limit for an unlimited container)."""
+    text = meminfo if meminfo is not None else _read("/proc/meminfo") or ""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "MemTotal:":
+            return int(parts[1]) * (1024 if parts[2:3] == ["kB"] else 1)
+    return 0
 
 
 def _cgroup(handle: ContainerHandle) -> Any:
@@ -219,7 +225,7 @@ def stats(handle: ContainerHandle, prev: dict[str, Any] | None = None) -> dict[s
         mem: dict[str, Any] = {
             "usage": m.get("usage", 0),
             "stats": _kv(v1("memory", "memory.stat") if paths else v2f("memory.stat")),
-            "limit": limit if limit >= 0 else _host_memory(),
+            "limit": limit if limit >= 0 else host_memory(),
         }
         if paths:  # v1 only, as docker
             mem["max_usage"] = m.get("max_usage", 0)
@@ -309,6 +315,7 @@ def stream_stats(handle: ContainerHandle, interval: float = 1.0,
 __all__ = [
     "blkio_totals",
     "cpu_percent",
+    "host_memory",
     "memory_percent",
     "memory_usage",
     "parse_blkio_v1",
