@@ -3,6 +3,16 @@
  *   pyrt-shim --id ID --bundle DIR --runtime PATH --root DIR --state-dir DIR
  *             [--log-path FILE] [--log-max-size BYTES] [--log-max-file N]
  *             [--tty] [--stdin] [--ready-fd FD] [--foreground] [--drain-timeout MS]
+ *   pyrt-shim --id ID --state-dir DIR --pid=PID --exec-fifo PATH   (adopt mode)
+ *             [--stdin-fd FD] [--stdout-fd FD] [--stderr-fd FD] [--console-fd FD] [...]
+ *
+ * Adopt mode: the engine's spawn (pyrt._core.spawn_detached) created the container as a
+ * child of this very process and exec'd the shim with --pid=<container pid>; the other
+ * ends of the container's stdio pipes (or a listening socket on which the pty master
+ * arrives, --console-fd) are inherited fds. No runtime runs: the shim does not fork
+ * away (it must stay the container's parent), `start` opens the runtime's exec fifo,
+ * reads its one byte and unlinks it, and `kill N all` is refused (the engine signals the
+ * cgroup itself). --runtime, --root and --bundle are not needed.
  *
  * It daemonizes (fork, setsid, fork) unless --foreground, becomes a child subreaper, and
  * runs `RUNTIME --root ROOT create --bundle DIR --pid-file STATE/init.pid
@@ -65,7 +75,12 @@ static struct {
   const char *id, *bundle, *runtime, *root, *state_dir, *log_path;
   long long log_max_size;
   int log_max_file, tty, stdin_open, ready_fd, foreground, drain_ms;
-} opt = {.log_max_file = 1, .ready_fd = -1, .drain_ms = 2000};
+  /* adopt mode */
+  const char *exec_fifo;
+  long long adopt_pid;
+  int stdin_fd, stdout_fd, stderr_fd, console_fd;
+} opt = {.log_max_file = 1, .ready_fd = -1, .drain_ms = 2000, .stdin_fd = -1, .stdout_fd = -1,
+         .stderr_fd = -1, .console_fd = -1};
 
 static void die(const char *fmt, const char *a, int e) {
   dprintf(2, "pyrt-shim: ");
@@ -114,7 +129,31 @@ static void parse_args(int argc, char **argv) {
     VAL("--root", opt.root)
     VAL("--state-dir", opt.state_dir)
     VAL("--log-path", opt.log_path)
+    VAL("--exec-fifo", opt.exec_fifo)
 #undef VAL
+    if (!strncmp(a, "--pid=", 6)) {
+      opt.adopt_pid = parse_num("--pid", a + 6);
+      if (opt.adopt_pid <= 0 || opt.adopt_pid > INT_MAX)
+        usage("%s: expected a process id", "--pid");
+      continue;
+    }
+    if (!strcmp(a, "--stdin-fd") || !strcmp(a, "--stdout-fd") || !strcmp(a, "--stderr-fd") ||
+        !strcmp(a, "--console-fd")) {
+      if (!v)
+        usage("%s: a value is needed", a);
+      int n = (int)parse_num(a, v);
+      if (!strcmp(a, "--stdin-fd"))
+        opt.stdin_fd = n;
+      else if (!strcmp(a, "--stdout-fd"))
+        opt.stdout_fd = n;
+      else if (!strcmp(a, "--stderr-fd"))
+        opt.stderr_fd = n;
+      else
+        opt.console_fd = n;
+      fcntl(n, F_SETFD, FD_CLOEXEC);
+      i++;
+      continue;
+    }
     if (!strcmp(a, "--log-max-size") || !strcmp(a, "--log-max-file") ||
         !strcmp(a, "--ready-fd") || !strcmp(a, "--drain-timeout")) {
       if (!v)
@@ -146,12 +185,21 @@ static void parse_args(int argc, char **argv) {
     opt.ready_fd = -1;
   if (!opt.id || !*opt.id)
     usage("%s is required", "--id");
-  if (!opt.bundle)
-    usage("%s is required", "--bundle");
-  if (!opt.runtime)
-    usage("%s is required", "--runtime");
-  if (!opt.root)
-    usage("%s is required", "--root");
+  if (opt.adopt_pid) {
+    if (!opt.exec_fifo)
+      usage("%s is required with --pid", "--exec-fifo");
+    if (opt.tty ? opt.console_fd < 0 : (opt.stdout_fd < 0 || opt.stderr_fd < 0))
+      usage("%s", opt.tty ? "--console-fd is required with --pid and --tty"
+                          : "--stdout-fd and --stderr-fd are required with --pid");
+    opt.foreground = 1; /* the container is our child: never fork away from it */
+  } else {
+    if (!opt.bundle)
+      usage("%s is required", "--bundle");
+    if (!opt.runtime)
+      usage("%s is required", "--runtime");
+    if (!opt.root)
+      usage("%s is required", "--root");
+  }
   if (!opt.state_dir)
     usage("%s is required", "--state-dir");
   if (opt.log_path && !*opt.log_path)
@@ -593,6 +641,39 @@ static void runtime_argv(const char *argv[], int n, const char *const *rest) {
   argv[i] = NULL;
 }
 
+/* Adopt mode's start: be the reader of the runtime's exec fifo. The container, blocked in
+ * open(O_WRONLY), writes one byte and execs its program; the fifo is then unlinked, which
+ * is what tells the runtime's state that the container is running. */
+static void fifo_start(struct client *c) {
+  int fd = open(opt.exec_fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    client_reply(c, "err", errno == ENOENT ? "the container was already started"
+                                           : "cannot open the exec fifo");
+    return;
+  }
+  int ok = 0;
+  long long deadline = now_ms() + 10000;
+  while (!ok && !exited && now_ms() < deadline) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 20) > 0) {
+      char b;
+      ssize_t r = read(fd, &b, 1);
+      if (r == 1)
+        ok = 1;
+    }
+    if (!ok)
+      reap();
+  }
+  close(fd);
+  if (!ok) {
+    client_reply(c, "err", exited ? "the container has exited" : "the container did not start");
+    return;
+  }
+  unlink(opt.exec_fifo);
+  started = 1;
+  client_reply(c, "ok", NULL);
+}
+
 static const char *status_word(void) {
   return exited ? "stopped" : started ? "running" : "created";
 }
@@ -635,6 +716,8 @@ static void do_command(struct client *c, char *line) {
       client_reply(c, "err", "the container has exited");
     else if (started)
       client_reply(c, "err", "the container was already started");
+    else if (opt.adopt_pid)
+      fifo_start(c);
     else {
       const char *rest[] = {"start", opt.id, NULL};
       const char *av[8];
@@ -649,6 +732,8 @@ static void do_command(struct client *c, char *line) {
       client_reply(c, "err", "kill: a signal number between 1 and 64 is needed");
     } else if (exited) {
       client_reply(c, "err", "the container has exited");
+    } else if (argc > 2 && !strcmp(argv[2], "all") && opt.adopt_pid) {
+      client_reply(c, "err", "kill all: not available in adopt mode (signal the cgroup)");
     } else if (argc > 2 && !strcmp(argv[2], "all")) {
       const char *rest[] = {"kill", "--all", opt.id, argv[1], NULL};
       const char *av[10];
@@ -1049,6 +1134,33 @@ static void create_container(void) {
   }
 }
 
+static int receive_master(int lfd);
+
+/* Adopt mode: the container already exists as our child; take over its stdio. */
+static void adopt_container(void) {
+  init_pid = (pid_t)opt.adopt_pid;
+  write_small("init.pid", (long)init_pid);
+  if (opt.tty) {
+    int m = receive_master(opt.console_fd);
+    if (m < 0)
+      die("%s: no pty master from the container", "--console-fd", errno);
+    close(opt.console_fd);
+    set_nonblock(m);
+    out_fd[1] = m;
+    stdin_fd = opt.stdin_open ? m : -1;
+    if (opt.stdin_fd >= 0)
+      close(opt.stdin_fd);
+  } else {
+    out_fd[1] = opt.stdout_fd;
+    out_fd[2] = opt.stderr_fd;
+    set_nonblock(out_fd[1]);
+    set_nonblock(out_fd[2]);
+    stdin_fd = opt.stdin_fd;
+    if (stdin_fd >= 0)
+      set_nonblock(stdin_fd);
+  }
+}
+
 static void finish(void) {
   for (int s = 1; s <= 2; s++) {
     if (out_fd[s] >= 0) {
@@ -1107,14 +1219,18 @@ int main(int argc, char **argv) {
   if (!realpath(opt.state_dir, state_abs))
     die("state dir %s", opt.state_dir, errno);
   static char bundle_abs[PATH_MAX], root_abs[PATH_MAX], log_abs[PATH_MAX + 2];
-  if (!realpath(opt.bundle, bundle_abs))
-    die("bundle %s", opt.bundle, errno);
-  opt.bundle = bundle_abs;
-  if (mkdir(opt.root, 0700) < 0 && errno != EEXIST)
-    die("runtime root %s", opt.root, errno);
-  if (!realpath(opt.root, root_abs))
-    die("runtime root %s", opt.root, errno);
-  opt.root = root_abs;
+  if (opt.bundle) {
+    if (!realpath(opt.bundle, bundle_abs))
+      die("bundle %s", opt.bundle, errno);
+    opt.bundle = bundle_abs;
+  }
+  if (opt.root) {
+    if (mkdir(opt.root, 0700) < 0 && errno != EEXIST)
+      die("runtime root %s", opt.root, errno);
+    if (!realpath(opt.root, root_abs))
+      die("runtime root %s", opt.root, errno);
+    opt.root = root_abs;
+  }
   if (opt.log_path && opt.log_path[0] != '/') {
     char cwd[PATH_MAX];
     if (!getcwd(cwd, sizeof(cwd)))
@@ -1123,15 +1239,15 @@ int main(int argc, char **argv) {
       die("log path %s: too long", opt.log_path, 0);
     opt.log_path = log_abs;
   }
-  if (strchr(opt.runtime, '/') == NULL)
+  if (opt.runtime && strchr(opt.runtime, '/') == NULL)
     die("runtime %s: an absolute or relative path is needed", opt.runtime, 0);
   static char runtime_abs[PATH_MAX];
-  if (opt.runtime[0] != '/') {
+  if (opt.runtime && opt.runtime[0] != '/') {
     if (!realpath(opt.runtime, runtime_abs))
       die("runtime %s", opt.runtime, errno);
     opt.runtime = runtime_abs;
   }
-  if (access(opt.runtime, X_OK) < 0)
+  if (opt.runtime && access(opt.runtime, X_OK) < 0)
     die("runtime %s", opt.runtime, errno);
   if (chdir(state_abs) < 0)
     die("state dir %s", state_abs, errno);
@@ -1157,7 +1273,10 @@ int main(int argc, char **argv) {
   write_small("shim.pid", (long)getpid());
   unlink("exit.json");
 
-  create_container();
+  if (opt.adopt_pid)
+    adopt_container();
+  else
+    create_container();
   find_oom_file();
   listen_fd = listen_unix("shim.sock");
   if (opt.ready_fd >= 0) {

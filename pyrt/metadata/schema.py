@@ -26,6 +26,17 @@ An image lists its chain (position 0 = bottom) in image_layers, so every ancesto
 top layer is referenced, and a snapshot's refcount is the number of images using it. A
 snapshot with refcount 0 and no children may be removed; the blobs to keep in the content
 store are images.id, manifest_digest, index_digest and image_layers.blob_digest.
+
+Schema v2 (containers):
+
+    containers      id (64 hex) PK, name UNIQUE (no leading slash), image_id -> images
+                    RESTRICT, the create options (config/host config JSON, API form), the
+                    OCI spec, state (creating/created/running/paused/restarting/exited/
+                    dead/removing) with pid, exit code, error, OOM flag, start/finish
+                    times, restart count, whether a user stopped it, health (JSON), seq
+                    (creation order, for before/since filters)
+    exec_instances  id PK, container_id -> containers CASCADE, config JSON, running, pid,
+                    exit code
 """
 
 from __future__ import annotations
@@ -119,7 +130,51 @@ V1_IMAGES = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1_IMAGES,)
+V2_CONTAINERS = Migration(
+    2,
+    "containers and exec instances",
+    (
+        # image_id RESTRICT: an image a container uses can't be deleted (only untagged)
+        """CREATE TABLE containers (
+            id               TEXT PRIMARY KEY CHECK (length(id) = 64),
+            name             TEXT NOT NULL UNIQUE,
+            image_id         TEXT NOT NULL REFERENCES images(id) ON DELETE RESTRICT,
+            image_name       TEXT NOT NULL DEFAULT '',
+            created          TEXT NOT NULL,
+            state            TEXT NOT NULL CHECK (state IN ('creating', 'created', 'running',
+                             'paused', 'restarting', 'exited', 'dead', 'removing')),
+            path             TEXT NOT NULL DEFAULT '',
+            args_json        TEXT NOT NULL DEFAULT '[]',
+            config_json      TEXT NOT NULL,
+            host_config_json TEXT NOT NULL,
+            spec_json        TEXT NOT NULL DEFAULT '{}',
+            pid              INTEGER NOT NULL DEFAULT 0,
+            exit_code        INTEGER NOT NULL DEFAULT 0,
+            error            TEXT NOT NULL DEFAULT '',
+            oom_killed       INTEGER NOT NULL DEFAULT 0,
+            started_at       TEXT NOT NULL DEFAULT '',
+            finished_at      TEXT NOT NULL DEFAULT '',
+            restart_count    INTEGER NOT NULL DEFAULT 0,
+            manually_stopped INTEGER NOT NULL DEFAULT 0,
+            health_json      TEXT,
+            seq              INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX containers_image ON containers(image_id)",
+        "CREATE INDEX containers_seq ON containers(seq)",
+        """CREATE TABLE exec_instances (
+            id           TEXT PRIMARY KEY,
+            container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+            config_json  TEXT NOT NULL,
+            running      INTEGER NOT NULL DEFAULT 0,
+            pid          INTEGER NOT NULL DEFAULT 0,
+            exit_code    INTEGER,
+            created_at   REAL NOT NULL
+        )""",
+        "CREATE INDEX exec_instances_container ON exec_instances(container_id)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1_IMAGES, V2_CONTAINERS)
 
 
 def check_migrations(migrations: Sequence[Migration]) -> None:

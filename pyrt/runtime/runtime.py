@@ -298,8 +298,14 @@ class Runtime:
         no_pivot: bool = False,
         preserve_fds: int = 0,
         stdio: tuple[int, int, int] | None = None,
+        shim: tuple[list[str], list[int]] | None = None,
     ) -> int:
-        """Create a container from an OCI bundle; return its init pid (status: created)."""
+        """Create a container from an OCI bundle; return its init pid (status: created).
+
+        shim: (argv, keep_fds) of a process that becomes the container's parent: the spawn
+        goes through _core.spawn_detached, which execs argv (an "--pid=" argument is
+        completed with the container's pid) with keep_fds open; its pid is recorded as
+        "shim_pid". No prestart/createRuntime/createContainer hooks in that mode."""
         validate_id(container_id)
         if preserve_fds < 0:
             raise InvalidArgument(f"preserve-fds: must not be negative, got {preserve_fds}")
@@ -325,7 +331,7 @@ class Runtime:
                 return self._create_locked(
                     cdir, spec, bundle, all_hooks, cleanup,
                     console_socket=console_socket, pid_file=pid_file, no_pivot=no_pivot,
-                    preserve_fds=preserve_fds, stdio=stdio,
+                    preserve_fds=preserve_fds, stdio=stdio, shim=shim,
                 )  # fmt: skip
         except BaseException:
             cleanup.run()
@@ -344,6 +350,7 @@ class Runtime:
         no_pivot: bool,
         preserve_fds: int,
         stdio: tuple[int, int, int] | None,
+        shim: tuple[list[str], list[int]] | None = None,
     ) -> int:
         from pyrt import _core
         from pyrt.runtime import cgroups, translate
@@ -427,7 +434,14 @@ class Runtime:
             no_pivot=no_pivot,
         )
         try:
-            pid = _core.spawn(cfg, on_barrier if want_barrier else None)
+            if shim is not None:
+                if want_barrier:
+                    raise InvalidArgument(
+                        "prestart/createRuntime/createContainer hooks cannot run with a shim"
+                    )
+                pid, record["shim_pid"] = _core.spawn_detached(cfg, shim[0], shim[1])
+            else:
+                pid = _core.spawn(cfg, on_barrier if want_barrier else None)
         except BaseException as e:
             for p in spawned:
                 self._kill_and_reap(p)

@@ -1,0 +1,208 @@
+"""Container records in SQLite (schema v2, see pyrt.metadata.schema) and the handle that
+exec/cp/diff/commit/top/stats take (pyrt.containers.handle.ContainerHandle).
+
+Where a container's files live:
+
+    <root>/containers/<id>/          persistent (survives a reboot)
+        <id>-json.log                the json-file log the shim writes
+        etc/{hostname,hosts,resolv.conf}
+        fs/{upper,work,merged}       the overlay's writable layer and mount point
+    <run_root>/containers/<id>/      runtime state (gone after a reboot)
+        bundle/config.json           the OCI bundle
+        shim/                        the shim's state dir (shim.sock, exit.json, ...)
+    <run_root>/runtime/<id>/         the in-process runtime's state
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyrt.containers.options import ContainerConfig, HostConfig
+
+if TYPE_CHECKING:
+    from pyrt.runtime.runtime import Runtime
+
+STATES = ("creating", "created", "running", "paused", "restarting", "exited", "dead",
+          "removing")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path  # <root>/containers/<id>
+    run: Path  # <run_root>/containers/<id>
+    container_id: str
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.container_id}-json.log"
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def fs(self) -> Path:
+        return self.root / "fs"
+
+    @property
+    def upper(self) -> Path:
+        return self.fs / "upper"
+
+    @property
+    def merged(self) -> Path:
+        return self.fs / "merged"
+
+    @property
+    def bundle(self) -> Path:
+        return self.run / "bundle"
+
+    @property
+    def shim(self) -> Path:
+        return self.run / "shim"
+
+
+@dataclass
+class ContainerRecord:
+    """One row of `containers`, with the JSON columns parsed."""
+
+    id: str
+    name: str
+    image_id: str
+    image_name: str
+    created: str
+    state: str
+    path: str
+    args: list[str]
+    config: ContainerConfig
+    host_config: HostConfig
+    config_api: dict[str, Any]
+    host_config_api: dict[str, Any]
+    spec: dict[str, Any]
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    oom_killed: bool = False
+    started_at: str = ""
+    finished_at: str = ""
+    restart_count: int = 0
+    manually_stopped: bool = False
+    health: dict[str, Any] | None = None
+    seq: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ContainerRecord:
+        config_api = json.loads(row["config_json"])
+        host_api = json.loads(row["host_config_json"])
+        return cls(
+            id=row["id"], name=row["name"], image_id=row["image_id"],
+            image_name=row["image_name"], created=row["created"], state=row["state"],
+            path=row["path"], args=json.loads(row["args_json"]),
+            config=ContainerConfig.from_api(config_api),
+            host_config=HostConfig.from_api(host_api),
+            config_api=config_api, host_config_api=host_api,
+            spec=json.loads(row["spec_json"]), pid=int(row["pid"]),
+            exit_code=int(row["exit_code"]), error=row["error"],
+            oom_killed=bool(row["oom_killed"]), started_at=row["started_at"],
+            finished_at=row["finished_at"], restart_count=int(row["restart_count"]),
+            manually_stopped=bool(row["manually_stopped"]),
+            health=json.loads(row["health_json"]) if row["health_json"] else None,
+            seq=int(row["seq"]),
+        )  # fmt: skip
+
+    def insert_params(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "image_id": self.image_id,
+            "image_name": self.image_name, "created": self.created, "state": self.state,
+            "path": self.path, "args_json": json.dumps(self.args),
+            "config_json": json.dumps(self.config_api),
+            "host_config_json": json.dumps(self.host_config_api),
+            "spec_json": json.dumps(self.spec), "seq": self.seq,
+        }  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "paused")
+
+
+INSERT_SQL = (
+    "INSERT INTO containers (id, name, image_id, image_name, created, state, path, args_json,"
+    " config_json, host_config_json, spec_json, seq) VALUES (:id, :name, :image_id,"
+    " :image_name, :created, :state, :path, :args_json, :config_json, :host_config_json,"
+    " :spec_json, :seq)"
+)
+
+
+class Container:
+    """The ContainerHandle of one container: a record snapshot plus live lookups."""
+
+    def __init__(self, record: ContainerRecord, paths: Paths, runtime: Runtime,
+                 lower_dirs: list[str]) -> None:
+        self.record = record
+        self.paths = paths
+        self._runtime = runtime
+        self._lower_dirs = lower_dirs
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def image_id(self) -> str:
+        return self.record.image_id
+
+    @property
+    def config(self) -> ContainerConfig:
+        return self.record.config
+
+    @property
+    def host_config(self) -> HostConfig:
+        return self.record.host_config
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.record.spec
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    @property
+    def runtime_id(self) -> str:
+        return self.record.id
+
+    @property
+    def rootfs(self) -> str:
+        return str(self.paths.merged)
+
+    @property
+    def upper_dir(self) -> str:
+        return str(self.paths.upper)
+
+    @property
+    def lower_dirs(self) -> list[str]:
+        return list(self._lower_dirs)
+
+    def status(self) -> str:
+        st = self.record.state
+        if st in ("creating", "removing"):
+            return "dead" if st == "removing" else "created"
+        return st
+
+    def pid(self) -> int:
+        if self.record.state not in ("running", "paused"):
+            return 0
+        pid = self.record.pid
+        return pid if pid > 0 and os.path.exists(f"/proc/{pid}") else 0
+
+
+__all__ = ["INSERT_SQL", "STATES", "Container", "ContainerRecord", "Paths"]

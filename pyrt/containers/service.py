@@ -1,0 +1,1067 @@
+"""The container service: create/start/stop/kill/restart/pause/wait/remove/rename/inspect/
+list/logs/attach of containers, in process.
+
+- Records are rows of `containers` (pyrt.containers.record); a create inserts the row as
+  "creating" first (that reserves the name), prepares the rootfs, etc files, spec and
+  bundle, then marks it "created"; any failure removes all of it, and a crash in between
+  is cleaned up by reconcile() at the next start.
+- start: the overlay is mounted (it stays mounted while the record exists), the in-process
+  runtime spawns the container through pyrt._core.spawn_detached, which execs pyrt-shim in
+  adopt mode as the container's parent (pipes or a pty held by the shim; json-file log;
+  exit.json). The shim's `start` reads the runtime's exec fifo. No pyrt-runc process and
+  no polling on this path: readiness is one line on a pipe, the exit one line on the
+  shim's socket (pyrt.containers.monitor).
+- Exit codes as Docker: 125 engine error, 126 not executable, 127 not found, 128+n
+  killed by signal n (137 with State.OOMKilled when the memory cgroup's OOM killer
+  struck, as the shim's exit record says).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import re
+import secrets
+import select
+import shutil
+import signal as _signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyrt.containers.names import generate_unique, validate_name
+from pyrt.containers.options import ContainerConfig, HostConfig, signal_number
+from pyrt.containers.record import INSERT_SQL, Container, ContainerRecord, Paths
+from pyrt.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PyrtError,
+    SystemError_,
+)
+
+if TYPE_CHECKING:
+    from pyrt.containers.attach import Attachment
+    from pyrt.containers.logs import LogEntry, TimeArg
+    from pyrt.containers.monitor import Monitor
+    from pyrt.events import EventBus
+    from pyrt.images.models import Image
+    from pyrt.images.service import ImageService
+    from pyrt.metadata.db import Database
+    from pyrt.runtime.runtime import Runtime
+    from pyrt.snapshots.service import SnapshotService
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SIZE_RE = re.compile(r"^(\d+)([kmg]?)b?$", re.IGNORECASE)
+DEFAULT_STOP_TIMEOUT = 10
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def now_rfc3339() -> str:
+    ns = time.time_ns()
+    secs, frac = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+
+
+def _parse_size(text: str, what: str) -> int:
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise InvalidArgument(f"{what}: {text!r} is not a size (like 10m)")
+    mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    return int(m.group(1)) * mult
+
+
+def log_options(host: HostConfig) -> tuple[int, int]:
+    """(max-size bytes, max-file) of a json-file LogConfig; InvalidArgument for others."""
+    cfg = host.LogConfig or {}
+    kind = cfg.get("Type") or "json-file"
+    if kind != "json-file":
+        raise InvalidArgument(f"HostConfig.LogConfig.Type: log driver '{kind}' is not "
+                              "supported (json-file)")  # fmt: skip
+    opts = cfg.get("Config") or {}
+    if not isinstance(opts, dict):
+        raise InvalidArgument("HostConfig.LogConfig.Config: must be an object")
+    for key in opts:
+        if key not in ("max-size", "max-file", "compress", "labels", "env", "tag"):
+            raise InvalidArgument(f"HostConfig.LogConfig.Config: unknown log opt '{key}' "
+                                  "for json-file")  # fmt: skip
+    size = _parse_size(str(opts["max-size"]), "HostConfig.LogConfig.Config.max-size") if \
+        opts.get("max-size") not in (None, "", "-1") else 0  # fmt: skip
+    nfile = 1
+    if opts.get("max-file") not in (None, ""):
+        try:
+            nfile = int(str(opts["max-file"]))
+        except ValueError:
+            nfile = 0
+        if not 1 <= nfile <= 1000:
+            raise InvalidArgument("HostConfig.LogConfig.Config.max-file: must be 1..1000")
+    return size, nfile
+
+
+def _umount(path: Path) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(str(path).encode(), 2) != 0:  # MNT_DETACH
+        err = ctypes.get_errno()
+        if err not in (22, 2):  # EINVAL: not mounted; ENOENT: gone
+            raise SystemError_(f"umount {path}: {os.strerror(err)}", err)
+
+
+def mounts_under(prefix: Path) -> list[str]:
+    """Mount points at or below prefix (from /proc/self/mountinfo), deepest first."""
+    out = []
+    pre = str(prefix).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            target = line.split()[4].replace("\\040", " ")
+            if target.startswith(pre):
+                out.append(target)
+    return sorted(out, key=len, reverse=True)
+
+
+class ContainerService:
+    def __init__(
+        self,
+        *,
+        root: Path,
+        run_root: Path,
+        db: Database,
+        images: ImageService,
+        snapshots: SnapshotService,
+        runtime: Runtime,
+        events: EventBus,
+        cgroup_parent: str = "/pyrt",
+        shim_path: Path | None = None,
+    ) -> None:
+        from pyrt.containers.monitor import Monitor
+
+        self.root = root / "containers"
+        self.run_root = run_root / "containers"
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o710)
+        self.run_root.mkdir(parents=True, exist_ok=True, mode=0o710)
+        self.db = db
+        self.images = images
+        self.snapshots = snapshots
+        self.runtime = runtime
+        self.events = events
+        self.cgroup_parent = cgroup_parent
+        self._shim_path = shim_path
+        self._glock = threading.RLock()
+        self._locks: dict[str, threading.RLock] = {}
+        self._cond = threading.Condition(threading.Lock())
+        self._exit_gen: dict[str, int] = {}
+        self._removed: dict[str, int] = {}  # id -> its last exit code
+        self.monitor: Monitor = Monitor(self)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _lock(self, cid: str) -> threading.RLock:
+        with self._glock:
+            lk = self._locks.get(cid)
+            if lk is None:
+                lk = self._locks[cid] = threading.RLock()
+            return lk
+
+    def paths(self, cid: str) -> Paths:
+        return Paths(self.root / cid, self.run_root / cid, cid)
+
+    def shim_path(self) -> Path:
+        if self._shim_path is None:
+            from pyrt.containers.shim_client import find_shim
+
+            self._shim_path = find_shim()
+        return self._shim_path
+
+    def _row(self, cid: str) -> ContainerRecord | None:
+        row = self.db.query_one("SELECT * FROM containers WHERE id = ?", (cid,))
+        return ContainerRecord.from_row(row) if row is not None else None
+
+    def get_record(self, cid: str) -> ContainerRecord:
+        rec = self._row(cid)
+        if rec is None:
+            raise NotFound(f"No such container: {cid}")
+        return rec
+
+    def resolve(self, ref: str) -> ContainerRecord:
+        """By full id, name (with or without "/"), or unique id prefix."""
+        if not isinstance(ref, str) or not ref:
+            raise InvalidArgument("container: a name or id is required")
+        if _HEX64.match(ref):
+            rec = self._row(ref)
+            if rec is not None and rec.state != "creating":
+                return rec
+        row = self.db.query_one("SELECT * FROM containers WHERE name = ? AND state != "
+                                "'creating'", (ref.lstrip("/"),))  # fmt: skip
+        if row is not None:
+            return ContainerRecord.from_row(row)
+        if re.fullmatch(r"[0-9a-f]{1,64}", ref):
+            rows = self.db.query("SELECT * FROM containers WHERE id LIKE ? AND state != "
+                                 "'creating' LIMIT 2", (ref + "%",))  # fmt: skip
+            if len(rows) > 1:
+                raise InvalidArgument(
+                    f"multiple containers match the id prefix '{ref}': give more characters"
+                )
+            if rows:
+                return ContainerRecord.from_row(rows[0])
+        raise NotFound(f"No such container: {ref}")
+
+    def _update(self, cid: str, **cols: Any) -> None:
+        sets = ", ".join(f"{k} = :{k}" for k in cols)
+        self.db.execute(f"UPDATE containers SET {sets} WHERE id = :id", {**cols, "id": cid})
+
+    def handle(self, ref: str) -> Container:
+        """The ContainerHandle for exec/cp/diff/commit/top/stats."""
+        rec = self.resolve(ref)
+        lowers: list[str] = []
+        chain = self._image_top_chain(rec.image_id)
+        if chain is not None:
+            with contextlib.suppress(PyrtError):
+                lowers = self.snapshots.lower_dirs(chain)
+        return Container(rec, self.paths(rec.id), self.runtime, lowers)
+
+    def _image_top_chain(self, image_id: str) -> str | None:
+        row = self.db.query_one("SELECT chain_id FROM image_layers WHERE image_id = ? "
+                                "ORDER BY position DESC LIMIT 1", (image_id,))  # fmt: skip
+        return str(row["chain_id"]) if row is not None else None
+
+    def _publish(self, rec: ContainerRecord, action: str, **extra: str) -> None:
+        attrs = {"image": rec.image_name or rec.image_id, "name": rec.name, **rec.config.Labels}
+        attrs.update(extra)
+        self.events.publish("container", action, rec.id, attrs)
+
+    def image_user(self, image_id: str) -> str | None:
+        """A container id using the image (for ImageService.remove's in_use), or None."""
+        row = self.db.query_one("SELECT id FROM containers WHERE image_id = ? LIMIT 1",
+                                (image_id,))  # fmt: skip
+        return str(row["id"]) if row is not None else None
+
+    def _name_taken(self, name: str) -> bool:
+        return self.db.query_one("SELECT 1 FROM containers WHERE name = ?", (name,)) is not None
+
+    def _name_conflict(self, name: str) -> Conflict:
+        row = self.db.query_one("SELECT id FROM containers WHERE name = ?", (name,))
+        owner = row["id"] if row is not None else "?"
+        return Conflict(
+            f'Conflict. The container name "/{name}" is already in use by container '
+            f'"{owner}". You have to remove (or rename) that container to be able to reuse '
+            "that name."
+        )
+
+    # ------------------------------------------------------------------ create
+
+    def create(self, config: ContainerConfig | Mapping[str, Any],
+               host_config: HostConfig | Mapping[str, Any] | None = None,
+               name: str | None = None) -> str:
+        """Create a container; its 64-hex id. NotFound "No such image: x" when the image is
+        not here (the caller pulls), Conflict for a name in use, InvalidArgument for bad
+        options; nothing is left behind on failure."""
+        if not isinstance(config, ContainerConfig):
+            config = ContainerConfig.from_api(dict(config))
+        if host_config is None:
+            host_config = HostConfig()
+        elif not isinstance(host_config, HostConfig):
+            host_config = HostConfig.from_api(dict(host_config))
+        if not config.Image:
+            raise InvalidArgument("Image: an image is required")
+        if name:
+            name = validate_name(name)
+        log_options(host_config)  # refuse a bad LogConfig before any work
+        try:
+            image = self.images.get(config.Image)
+        except NotFound:
+            raise NotFound(f"No such image: {config.Image}") from None
+        cid = secrets.token_hex(32)
+        with self._glock:
+            if name is None:
+                name = generate_unique(self._name_taken)
+            elif self._name_taken(name):
+                raise self._name_conflict(name)
+            seq_row = self.db.query_one("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM containers")
+            rec = ContainerRecord(
+                id=cid, name=name, image_id=image.id, image_name=config.Image,
+                created=now_rfc3339(), state="creating", path="", args=[], config=config,
+                host_config=host_config, config_api=config.to_api(),
+                host_config_api=host_config.to_api(), spec={},
+                seq=int(seq_row["n"]) if seq_row is not None else 1,
+            )  # fmt: skip
+            try:
+                self.db.execute(INSERT_SQL, rec.insert_params())
+            except Conflict:
+                raise self._name_conflict(name) from None
+        try:
+            self._build(rec, image)
+        except BaseException:
+            self._discard(cid)
+            raise
+        self._publish(rec, "create")
+        return cid
+
+    def _build(self, rec: ContainerRecord, image: Image) -> None:
+        from pyrt.containers.etcfiles import write_etc_files
+        from pyrt.containers.specgen import generate_spec
+        from pyrt.runtime.state import atomic_write
+
+        p = self.paths(rec.id)
+        p.root.mkdir(mode=0o710)
+        p.run.mkdir(mode=0o710)
+        cfg, host = rec.config, rec.host_config
+        mount = self.snapshots.prepare_container_rootfs(image.top_chain_id, p.fs)
+        p.merged.mkdir(mode=0o755, exist_ok=True)
+        mount.mount(p.merged)
+        extra_hosts = list(host.ExtraHosts)
+        etc = write_etc_files(
+            str(p.etc), hostname=cfg.Hostname or rec.id[:12], domainname=cfg.Domainname,
+            extra_hosts=extra_hosts, dns=host.Dns, dns_search=host.DnsSearch,
+            dns_options=host.DnsOptions,
+        )  # fmt: skip
+        init_path = None
+        if host.Init:
+            from pyrt.containers.shim_client import find_init
+
+            init_path = str(find_init())
+        image_cfg = json.loads(image.config_json).get("config") or {}
+        merged_cfg = cfg
+        if cfg.Healthcheck is None and image_cfg.get("Healthcheck"):
+            pass  # the image's healthcheck is merged when the monitor runs it
+        spec = generate_spec(
+            container_id=rec.id, image_config=image_cfg, config=merged_cfg, host=host,
+            root_path=str(p.merged), etc_files=etc, init_path=init_path,
+            cgroup_parent=self.cgroup_parent,
+        )  # fmt: skip
+        p.bundle.mkdir(mode=0o700)
+        atomic_write(str(p.bundle / "config.json"), json.dumps(spec).encode(), 0o600,
+                     durable=True)  # fmt: skip
+        args = list(spec["process"]["args"])
+        self._update(rec.id, state="created", spec_json=json.dumps(spec), path=args[0],
+                     args_json=json.dumps(args[1:]))  # fmt: skip
+        rec.state, rec.spec, rec.path, rec.args = "created", spec, args[0], args[1:]
+
+    def _discard(self, cid: str) -> None:
+        """Remove everything of a container (its row last), whatever state it was left in."""
+        p = self.paths(cid)
+        with contextlib.suppress(PyrtError, OSError):
+            self.runtime.delete(cid, force=True)
+        for target in mounts_under(p.root) if p.root.exists() else []:
+            with contextlib.suppress(PyrtError):
+                _umount(Path(target))
+        shutil.rmtree(p.run, ignore_errors=True)
+        shutil.rmtree(p.root, ignore_errors=True)
+        self.db.execute("DELETE FROM containers WHERE id = ?", (cid,))
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, ref: str) -> None:
+        rec = self.resolve(ref)
+        with self._lock(rec.id):
+            rec = self.get_record(rec.id)
+            if rec.state == "paused":
+                raise Conflict(f"cannot start a paused container {rec.id}, try unpause instead")
+            if rec.state == "running":
+                return  # docker: 304 not modified
+            if rec.state in ("removing", "dead"):
+                raise Conflict(f"container {rec.id} is marked for removal and cannot be started")
+            self.monitor.cancel_restart(rec.id)
+            self._start_locked(rec)
+
+    def _start_locked(self, rec: ContainerRecord, *, restart: bool = False) -> None:
+        p = self.paths(rec.id)
+        if not os.path.ismount(p.merged):
+            chain = self._image_top_chain(rec.image_id)
+            mount = self.snapshots.prepare_container_rootfs(chain, p.fs)
+            p.merged.mkdir(mode=0o755, exist_ok=True)
+            mount.mount(p.merged)
+        if self.runtime._dir(rec.id).exists():
+            self.runtime.delete(rec.id, force=True)
+        shutil.rmtree(p.shim, ignore_errors=True)
+        p.shim.mkdir(mode=0o700, parents=True)
+        try:
+            pid = self._spawn(rec, p)
+        except SystemError_ as e:
+            code = {2: 127, 13: 126}.get(e.errno or 0, 128)
+            msg = str(e)
+            self._update(rec.id, exit_code=code, error=msg,
+                         state="exited" if restart else rec.state)  # fmt: skip
+            with contextlib.suppress(PyrtError, OSError):
+                self.runtime.delete(rec.id, force=True)
+            self._publish(rec, "die", exitCode=str(code))
+            if code in (126, 127):
+                raise InvalidArgument(f"failed to create task for container {rec.id}: {msg}"
+                                      ) from None  # fmt: skip
+            raise
+        except BaseException:
+            with contextlib.suppress(PyrtError, OSError):
+                self.runtime.delete(rec.id, force=True)
+            raise
+        started = now_rfc3339()
+        cols: dict[str, Any] = {
+            "state": "running", "pid": pid, "started_at": started, "exit_code": 0,
+            "error": "", "oom_killed": 0, "manually_stopped": 0,
+            "health_json": None,
+        }  # fmt: skip
+        if restart:
+            cols["restart_count"] = rec.restart_count + 1
+        self._update(rec.id, **cols)
+        rec.state, rec.pid = "running", pid
+        self.monitor.watch(rec.id, started_mono=time.monotonic())
+        self._publish(rec, "start")
+
+    def _spawn(self, rec: ContainerRecord, p: Paths) -> int:
+        from pyrt.containers.shim_client import ShimClient
+        from pyrt.runtime.state import ContainerDir
+
+        cfg = rec.config
+        max_size, max_file = log_options(rec.host_config)
+        fifo = ContainerDir(self.runtime.root, rec.id).fifo_path
+        rfd, wfd = os.pipe()
+        ours: list[int] = [wfd]  # fds to close once the shim has its copies
+        theirs: list[int] = [wfd]
+        argv = [
+            str(self.shim_path()), "--id", rec.id, "--state-dir", str(p.shim), "--pid=",
+            "--exec-fifo", fifo, "--log-path", str(p.log), "--log-max-size", str(max_size),
+            "--log-max-file", str(max_file), "--ready-fd", str(wfd),
+        ]  # fmt: skip
+        console: str | None = None
+        stdio: tuple[int, int, int] | None = None
+        lsock: socket.socket | None = None
+        dirfd = -1
+        try:
+            if cfg.Tty:
+                argv.append("--tty")
+                dirfd = os.open(p.shim, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                console = f"/proc/self/fd/{dirfd}/console.sock"
+                lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                lsock.bind(console)
+                lsock.listen(1)
+                argv += ["--console-fd", str(lsock.fileno())]
+                theirs.append(lsock.fileno())
+            else:
+                null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+                ours.append(null)
+                in_r = null
+                if cfg.OpenStdin:
+                    in_r, in_w = os.pipe()
+                    ours += [in_r, in_w]
+                    theirs.append(in_w)
+                    argv += ["--stdin-fd", str(in_w)]
+                out_r, out_w = os.pipe()
+                err_r, err_w = os.pipe()
+                ours += [out_r, out_w, err_r, err_w]
+                theirs += [out_r, err_r]
+                argv += ["--stdout-fd", str(out_r), "--stderr-fd", str(err_r)]
+                stdio = (in_r, out_w, err_w)
+            if cfg.OpenStdin:
+                argv.append("--stdin")
+            # spawn_detached returns only once every copy of its report pipe is closed, and
+            # the container, blocked on the exec fifo, holds one until it execs: the
+            # create runs in a thread while this one starts the container through the shim
+            result: list[Any] = []
+            done_r, done_w = os.pipe()
+            ours.append(done_r)
+
+            def create() -> None:
+                try:
+                    result.append(self.runtime.create(
+                        rec.id, str(p.bundle), console_socket=console, stdio=stdio,
+                        shim=(argv, theirs)))
+                except BaseException as e:  # handed to the caller below
+                    result.append(e)
+                finally:
+                    os.close(done_w)
+
+            worker = threading.Thread(target=create, name=f"pyrt-create-{rec.id[:12]}")
+            worker.start()
+            line = _read_line_fd(rfd, 30.0, also=done_r)
+            if line.startswith("created "):
+                try:
+                    ShimClient(p.shim).start()
+                except PyrtError as e:
+                    line = f"error start: {e}"
+            worker.join()
+            if isinstance(result[0], BaseException):
+                raise result[0]
+            pid = int(result[0])
+            if not line.startswith("created "):
+                raise SystemError_(f"container {rec.id}: the shim did not start it: "
+                                   f"{line.removeprefix('error ') or 'no answer'}")
+        finally:
+            for fd in ours:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if lsock is not None:
+                lsock.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(p.shim / "console.sock")
+            if dirfd >= 0:
+                os.close(dirfd)
+            os.close(rfd)
+        return pid
+
+    # ------------------------------------------------------------------ signals
+
+    def _client(self, cid: str) -> Any:
+        from pyrt.containers.shim_client import ShimClient
+
+        return ShimClient(self.paths(cid).shim)
+
+    def _exit_generation(self, cid: str) -> int:
+        with self._cond:
+            return self._exit_gen.get(cid, 0)
+
+    def _wait_exit(self, cid: str, gen: int, timeout: float | None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._exit_gen.get(cid, 0) != gen or cid in self._removed, timeout
+            )
+
+    def notify_exit(self, cid: str) -> None:
+        with self._cond:
+            self._exit_gen[cid] = self._exit_gen.get(cid, 0) + 1
+            self._cond.notify_all()
+
+    def kill(self, ref: str, signal: int | str = "SIGKILL") -> None:
+        rec = self.resolve(ref)
+        sig = signal if isinstance(signal, int) else signal_number(signal)
+        with self._lock(rec.id):
+            rec = self.get_record(rec.id)
+            if rec.state not in ("running", "paused"):
+                raise Conflict(f"Container {rec.id} is not running")
+            self._update(rec.id, manually_stopped=1)
+            self._signal(rec, sig)
+        self._publish(rec, "kill", signal=str(sig))
+
+    def _signal(self, rec: ContainerRecord, sig: int) -> None:
+        try:
+            self._client(rec.id).kill(sig)
+        except FailedPrecondition:
+            return  # it exited meanwhile
+        if rec.state == "paused" and sig == _signal.SIGKILL:
+            with contextlib.suppress(PyrtError):
+                self.runtime.resume(rec.id)
+
+    def stop(self, ref: str, timeout: int | None = None, signal: int | str | None = None
+             ) -> None:
+        rec = self.resolve(ref)
+        cfg = rec.config
+        if signal is None:
+            signal = cfg.StopSignal or "SIGTERM"
+        sig = signal if isinstance(signal, int) else signal_number(signal)
+        if timeout is None:
+            timeout = cfg.StopTimeout if cfg.StopTimeout is not None else DEFAULT_STOP_TIMEOUT
+        with self._lock(rec.id):
+            rec = self.get_record(rec.id)
+            self.monitor.cancel_restart(rec.id)
+            if rec.state == "restarting":
+                self._update(rec.id, state="exited", manually_stopped=1)
+                return
+            if rec.state not in ("running", "paused"):
+                return  # docker: 304 not modified
+            self._update(rec.id, manually_stopped=1)
+            gen = self._exit_generation(rec.id)
+            self._signal(rec, sig)
+            if rec.state == "paused":
+                with contextlib.suppress(PyrtError):
+                    self.runtime.resume(rec.id)
+        self._publish(rec, "kill", signal=str(sig))
+        if not self._wait_exit(rec.id, gen, None if timeout < 0 else float(timeout)):
+            self._publish(rec, "kill", signal=str(int(_signal.SIGKILL)))
+            with contextlib.suppress(PyrtError):
+                self._client(rec.id).kill(_signal.SIGKILL)
+            if not self._wait_exit(rec.id, gen, 30.0):
+                raise SystemError_(f"container {rec.id}: did not exit after SIGKILL")
+        self._publish(rec, "stop")
+
+    def restart(self, ref: str, timeout: int | None = None, signal: int | str | None = None
+                ) -> None:
+        rec = self.resolve(ref)
+        self.stop(rec.id, timeout=timeout, signal=signal)
+        self.start(rec.id)
+        self._publish(rec, "restart")
+
+    def pause(self, ref: str) -> None:
+        rec = self.resolve(ref)
+        with self._lock(rec.id):
+            rec = self.get_record(rec.id)
+            if rec.state != "running":
+                raise Conflict(f"Container {rec.id} is not running" if rec.state != "paused"
+                               else f"Container {rec.id} is already paused")  # fmt: skip
+            self.runtime.pause(rec.id)
+            self._update(rec.id, state="paused")
+        self._publish(rec, "pause")
+
+    def unpause(self, ref: str) -> None:
+        rec = self.resolve(ref)
+        with self._lock(rec.id):
+            rec = self.get_record(rec.id)
+            if rec.state != "paused":
+                raise Conflict(f"Container {rec.id} is not paused")
+            self.runtime.resume(rec.id)
+            self._update(rec.id, state="running")
+        self._publish(rec, "unpause")
+
+    # ------------------------------------------------------------------ wait / remove
+
+    def wait(self, ref: str, condition: str = "not-running", timeout: float | None = None
+             ) -> dict[str, Any]:
+        """Docker's wait: {"StatusCode": n, "Error": None}. TimeoutError after timeout."""
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"wait: condition '{condition}' is not one of not-running, "
+                                  "next-exit, removed")  # fmt: skip
+        rec = self.resolve(ref)
+        cid = rec.id
+        if condition == "removed":
+            with self._cond:
+                ok = self._cond.wait_for(lambda: cid in self._removed, timeout)
+                if not ok:
+                    raise TimeoutError(f"container {cid}: not removed in time")
+                return {"StatusCode": self._removed[cid], "Error": None}
+        gen = self._exit_generation(cid)
+        if condition == "not-running":
+            rec = self.get_record(cid)
+            if rec.state not in ("running", "paused", "restarting"):
+                return {"StatusCode": rec.exit_code, "Error": None}
+        if not self._wait_exit(cid, gen, timeout):
+            raise TimeoutError(f"container {cid}: still running")
+        with self._cond:
+            if cid in self._removed:
+                return {"StatusCode": self._removed[cid], "Error": None}
+        rec = self.get_record(cid)
+        return {"StatusCode": rec.exit_code, "Error": None}
+
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        rec = self.resolve(ref)
+        cid = rec.id
+        with self._lock(cid):
+            rec = self.get_record(cid)
+            if rec.state in ("running", "paused") and not force:
+                raise Conflict(
+                    f"You cannot remove a {rec.state} container {cid}. Stop the container "
+                    "before attempting removal or force remove"
+                )
+            if rec.state == "removing":
+                raise Conflict(f"removal of container {cid} is already in progress")
+            self.monitor.cancel_restart(cid)
+            prev = rec.state
+            self._update(cid, state="removing")
+            gen = self._exit_generation(cid)
+            if prev in ("running", "paused"):
+                with contextlib.suppress(PyrtError):
+                    self._client(cid).kill(_signal.SIGKILL)
+                if prev == "paused":
+                    with contextlib.suppress(PyrtError):
+                        self.runtime.resume(cid)
+        if prev in ("running", "paused"):
+            self._publish(rec, "kill", signal=str(int(_signal.SIGKILL)))
+            if not self._wait_exit(cid, gen, 30.0):
+                raise SystemError_(f"container {cid}: did not exit after SIGKILL")
+        with self._lock(cid):
+            self.monitor.forget(cid)
+            code = self.get_record(cid).exit_code
+            self._discard(cid)
+        with self._cond:
+            self._removed[cid] = code
+            self._cond.notify_all()
+        with self._glock:
+            self._locks.pop(cid, None)
+        self._publish(rec, "destroy")
+
+    def rename(self, ref: str, new_name: str) -> None:
+        rec = self.resolve(ref)
+        new = validate_name(new_name)
+        if new == rec.name:
+            raise Conflict("Renaming a container with the same name as its current name")
+        with self._glock:
+            if self._name_taken(new):
+                raise self._name_conflict(new)
+            try:
+                self._update(rec.id, name=new)
+            except Conflict:
+                raise self._name_conflict(new) from None
+        self._publish(rec, "rename", oldName=f"/{rec.name}", name=new)
+
+    # ------------------------------------------------------------------ inspect / list
+
+    def _state(self, rec: ContainerRecord) -> dict[str, Any]:
+        running = rec.state in ("running", "paused", "restarting")
+        status = {"creating": "created", "removing": "removing"}.get(rec.state, rec.state)
+        st: dict[str, Any] = {
+            "Status": status,
+            "Running": rec.state in ("running", "paused"),
+            "Paused": rec.state == "paused",
+            "Restarting": rec.state == "restarting",
+            "OOMKilled": rec.oom_killed,
+            "Dead": rec.state == "dead",
+            "Pid": rec.pid if rec.state in ("running", "paused") else 0,
+            "ExitCode": rec.exit_code,
+            "Error": rec.error,
+            "StartedAt": rec.started_at or ZERO_TIME,
+            "FinishedAt": rec.finished_at or ZERO_TIME,
+        }
+        if rec.health is not None:
+            st["Health"] = rec.health
+        del running
+        return st
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        rec = self.resolve(ref)
+        p = self.paths(rec.id)
+        handle = self.handle(rec.id)
+        execs = [r["id"] for r in self.db.query(
+            "SELECT id FROM exec_instances WHERE container_id = ? ORDER BY created_at",
+            (rec.id,))]  # fmt: skip
+        config = dict(rec.config_api)
+        config["Hostname"] = config.get("Hostname") or rec.id[:12]
+        config["Env"] = list(rec.spec.get("process", {}).get("env", config.get("Env", [])))
+        config["Cmd"] = rec.config.Cmd
+        config["Image"] = rec.image_name
+        if config.get("Healthcheck") is None:
+            config.pop("Healthcheck", None)
+        return {
+            "Id": rec.id,
+            "Created": rec.created,
+            "Path": rec.path,
+            "Args": rec.args,
+            "State": self._state(rec),
+            "Image": rec.image_id,
+            "ResolvConfPath": str(p.etc / "resolv.conf"),
+            "HostnamePath": str(p.etc / "hostname"),
+            "HostsPath": str(p.etc / "hosts"),
+            "LogPath": str(p.log),
+            "Name": f"/{rec.name}",
+            "RestartCount": rec.restart_count,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": execs or None,
+            "HostConfig": rec.host_config_api,
+            "GraphDriver": {
+                "Name": "overlay2",
+                "Data": {
+                    "LowerDir": ":".join(handle.lower_dirs),
+                    "UpperDir": str(p.upper),
+                    "WorkDir": str(p.fs / "work"),
+                    "MergedDir": str(p.merged),
+                },
+            },
+            "Mounts": [],
+            "Config": config,
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {},
+                "SandboxKey": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                "MacAddress": "", "Networks": {},
+            },  # fmt: skip
+        }
+
+    def _status_text(self, rec: ContainerRecord) -> str:
+        def ago(ts: str) -> str:
+            from pyrt.containers.logs import parse_time_ns
+
+            secs = max(0.0, time.time() - parse_time_ns(ts) / 1e9) if ts else 0.0
+            if secs < 1:
+                return "Less than a second"
+            if secs < 60:
+                return f"{int(secs)} seconds"
+            if secs < 3600:
+                m = int(secs // 60)
+                return "About a minute" if m == 1 else f"{m} minutes"
+            h = int(secs // 3600)
+            return "About an hour" if h == 1 else f"{h} hours"
+
+        if rec.state in ("running", "paused"):
+            text = f"Up {ago(rec.started_at)}"
+            if rec.state == "paused":
+                text += " (Paused)"
+            elif rec.health is not None:
+                hs = rec.health.get("Status")
+                text += " (health: starting)" if hs == "starting" else f" ({hs})"
+            return text
+        if rec.state == "restarting":
+            return f"Restarting ({rec.exit_code}) {ago(rec.finished_at)} ago"
+        if rec.state == "exited" and rec.started_at:
+            return f"Exited ({rec.exit_code}) {ago(rec.finished_at)} ago"
+        if rec.state == "removing":
+            return "Removal In Progress"
+        if rec.state == "dead":
+            return "Dead"
+        return "Created"
+
+    def list(self, all: bool = False,  # noqa: A002 - docker's parameter name
+             filters: Mapping[str, Any] | None = None, limit: int = -1, size: bool = False,
+             ) -> builtins.list[dict[str, Any]]:
+        """docker ps: ContainerSummary dicts, newest first."""
+        flt = _normalize_filters(filters)
+        recs = [ContainerRecord.from_row(r) for r in self.db.query(
+            "SELECT * FROM containers WHERE state != 'creating' ORDER BY seq DESC")]
+        if limit is not None and limit > 0:
+            all = True
+        by_ref = {}
+        for key in ("before", "since"):
+            for v in flt.get(key, []):
+                by_ref[key] = self.resolve(v).seq
+        out = []
+        for rec in recs:
+            if not all and not flt.get("status") and rec.state not in ("running", "paused",
+                                                                          "restarting"):
+                continue
+            if not _match(rec, flt, by_ref, self):
+                continue
+            out.append(self._summary(rec, size))
+            if limit is not None and limit > 0 and len(out) >= limit:
+                break
+        return out
+
+    def _summary(self, rec: ContainerRecord, size: bool) -> dict[str, Any]:
+        cmd = " ".join([rec.path, *rec.args]).strip()
+        summary: dict[str, Any] = {
+            "Id": rec.id,
+            "Names": [f"/{rec.name}"],
+            "Image": rec.image_name,
+            "ImageID": rec.image_id,
+            "Command": cmd,
+            "Created": int(_ts(rec.created)),
+            "Ports": [],
+            "Labels": dict(rec.config.Labels),
+            "State": {"creating": "created"}.get(rec.state, rec.state),
+            "Status": self._status_text(rec),
+            "HostConfig": {"NetworkMode": rec.host_config.NetworkMode or "none"},
+            "NetworkSettings": {"Networks": {}},
+            "Mounts": [],
+        }
+        if size:
+            upper = self.paths(rec.id).upper
+            summary["SizeRw"] = _du(upper)
+            row = self.db.query_one("SELECT size FROM images WHERE id = ?", (rec.image_id,))
+            summary["SizeRootFs"] = summary["SizeRw"] + (int(row["size"]) if row else 0)
+        return summary
+
+    # ------------------------------------------------------------------ logs / attach
+
+    def logs(self, ref: str, *, follow: bool = False, tail: int | None = None,
+             since: TimeArg = None, until: TimeArg = None, timestamps: bool = False,
+             stdout: bool = True, stderr: bool = True) -> Iterator[LogEntry]:
+        from pyrt.containers.logs import log_files, read_logs
+
+        rec = self.resolve(ref)
+        path = self.paths(rec.id).log
+        cid = rec.id
+
+        def stopped() -> bool:
+            r = self._row(cid)
+            return r is None or r.state not in ("running", "paused", "restarting")
+
+        if not follow and not log_files(path):
+            return iter(())
+        return read_logs(path, follow=follow, tail=tail, since=since, until=until,
+                         timestamps=timestamps, stdout=stdout, stderr=stderr,
+                         stop=stopped if follow else None, poll_interval=0.05)  # fmt: skip
+
+    def attach(self, ref: str, *, stdin: bool = False, logs: bool = False,
+               stream: bool = True) -> Attachment:
+        from pyrt.containers.attach import attach
+
+        rec = self.resolve(ref)
+        out = attach(self, rec, stdin=stdin, logs=logs, stream=stream)
+        self._publish(rec, "attach")
+        return out
+
+    def resize(self, ref: str, rows: int, cols: int) -> None:
+        rec = self.resolve(ref)
+        if rec.state not in ("running", "paused"):
+            raise Conflict(f"Container {rec.id} is not running")
+        self._client(rec.id).resize(rows, cols)
+
+    # ------------------------------------------------------------------ reconcile
+
+    def reconcile(self) -> dict[str, list[str]]:
+        """At engine start (see Engine): readopt, record exits, clean half-made ones."""
+        from pyrt.containers.shim_client import ShimClient
+
+        report: dict[str, list[str]] = {"adopted": [], "exited": [], "removed": [],
+                                        "restarted": [], "lost": []}  # fmt: skip
+        recs = [ContainerRecord.from_row(r) for r in self.db.query("SELECT * FROM containers")]
+        known = {r.id for r in recs}
+        to_restart: builtins.list[str] = []
+        for rec in recs:
+            if rec.state == "creating":
+                self._discard(rec.id)
+                report["removed"].append(rec.id)
+                continue
+            if rec.state == "removing":
+                self._discard(rec.id)
+                report["removed"].append(rec.id)
+                continue
+            p = self.paths(rec.id)
+            if rec.state in ("running", "paused"):
+                client = ShimClient(p.shim) if p.shim.is_dir() else None
+                if client is not None and client.shim_alive():
+                    self.monitor.watch(rec.id, started_mono=None)
+                    report["adopted"].append(rec.id)
+                    continue
+                ex = client.exit_status() if client is not None else None
+                if ex is not None:
+                    self.monitor.record_exit(rec.id, ex, reconciling=True)
+                    report["exited"].append(rec.id)
+                else:
+                    with contextlib.suppress(PyrtError, OSError):
+                        self.runtime.delete(rec.id, force=True)
+                    self._update(rec.id, state="exited", exit_code=255, pid=0,
+                                 finished_at=now_rfc3339(),
+                                 error="the container's shim died without an exit record")
+                    report["lost"].append(rec.id)
+                rec = self.get_record(rec.id)
+            if rec.state == "restarting":
+                self._update(rec.id, state="exited")
+                rec.state = "exited"
+            if rec.state == "exited" and rec.started_at and _restart_at_boot(rec):
+                to_restart.append(rec.id)
+        # what has no record: runtime states, dirs, mounts
+        for d in (self.root, self.run_root):
+            for entry in os.listdir(d):
+                if entry in known:
+                    continue
+                for target in mounts_under(d / entry):
+                    with contextlib.suppress(PyrtError):
+                        _umount(Path(target))
+                with contextlib.suppress(PyrtError, OSError):
+                    self.runtime.delete(entry, force=True)
+                shutil.rmtree(d / entry, ignore_errors=True)
+        from pyrt.runtime.state import list_ids
+
+        for rid in list_ids(self.runtime.root):
+            if rid not in known:
+                with contextlib.suppress(PyrtError, OSError):
+                    self.runtime.delete(rid, force=True)
+        for cid in to_restart:
+            try:
+                with self._lock(cid):
+                    rec = self.get_record(cid)
+                    self._start_locked(rec, restart=True)
+                report["restarted"].append(cid)
+            except PyrtError as e:
+                self._update(cid, error=f"restart at engine start failed: {e}")
+        return report
+
+
+def _restart_at_boot(rec: ContainerRecord) -> bool:
+    """Docker with live-restore off: "always" containers come back at daemon start,
+    "unless-stopped" ones unless a user stopped them."""
+    policy = rec.host_config.RestartPolicy.Name
+    if policy == "always":
+        return True
+    return policy == "unless-stopped" and not rec.manually_stopped
+
+
+def _read_line_fd(fd: int, timeout: float, also: int = -1) -> str:
+    """A line from fd; "" at EOF, after timeout, or when `also` is readable first (EOF:
+    the writer gave up) while fd has nothing."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        r, _, _ = select.select([fd] + ([also] if also >= 0 else []), [], [], left)
+        if not r:
+            break
+        if fd not in r:
+            break
+        chunk = os.read(fd, 512)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").strip()
+
+
+def _ts(rfc: str) -> float:
+    from pyrt.containers.logs import parse_time_ns
+
+    return parse_time_ns(rfc) / 1e9 if rfc else 0.0
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total
+
+
+_LIST_FILTERS = ("status", "name", "label", "ancestor", "id", "exited", "before", "since",
+                 "health")  # fmt: skip
+_STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def _normalize_filters(filters: Mapping[str, Any] | None) -> dict[str, builtins.list[str]]:
+    out: dict[str, builtins.list[str]] = {}
+    for key, value in (filters or {}).items():
+        if key not in _LIST_FILTERS:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if isinstance(value, str):
+            vals = [value]
+        elif isinstance(value, Mapping):
+            vals = [k for k, v in value.items() if v]
+        else:
+            vals = [str(v) for v in value]
+        if key == "status":
+            for v in vals:
+                if v not in _STATUSES:
+                    raise InvalidArgument(f"invalid filter 'status={v}'")
+        if key == "exited":
+            for v in vals:
+                if not re.fullmatch(r"-?\d+", v):
+                    raise InvalidArgument(f"invalid filter 'exited={v}': not an integer")
+        out[key] = vals
+    return out
+
+
+def _match(rec: ContainerRecord, flt: Mapping[str, builtins.list[str]],
+           by_ref: Mapping[str, int], svc: ContainerService) -> bool:
+    state = {"creating": "created"}.get(rec.state, rec.state)
+    if "status" in flt and state not in flt["status"]:
+        return False
+    if "id" in flt and not any(rec.id.startswith(v) for v in flt["id"]):
+        return False
+    if "name" in flt and not any(re.search(v.lstrip("/"), rec.name) for v in flt["name"]):
+        return False
+    if "label" in flt:
+        labels = rec.config.Labels
+        for v in flt["label"]:
+            k, eq, want = v.partition("=")
+            if k not in labels or (eq and labels[k] != want):
+                return False
+    if "exited" in flt and not (rec.state == "exited" and rec.started_at
+                                and str(rec.exit_code) in flt["exited"]):  # fmt: skip
+        return False
+    if "before" in by_ref and rec.seq >= by_ref["before"]:
+        return False
+    if "since" in by_ref and rec.seq <= by_ref["since"]:
+        return False
+    if "health" in flt:
+        hs = (rec.health or {}).get("Status", "none")
+        if hs not in flt["health"]:
+            return False
+    if "ancestor" in flt:
+        ok = False
+        for v in flt["ancestor"]:
+            try:
+                img = svc.images.get(v)
+            except PyrtError:
+                continue
+            if img.id == rec.image_id:
+                ok = True
+        if not ok:
+            return False
+    return True
+
+
+__all__ = ["DEFAULT_STOP_TIMEOUT", "ContainerService", "log_options", "now_rfc3339"]

@@ -1,0 +1,163 @@
+"""pyrt.Engine: the engine in process - what the daemon does, as a Python object.
+
+    with pyrt.Engine(root="/var/lib/pyrt", run_root="/run/pyrt") as engine:
+        engine.images.pull("busybox")
+        cid = engine.containers.create({"Image": "busybox", "Cmd": ["echo", "hi"]})
+        engine.containers.start(cid)
+        engine.containers.wait(cid)            # {"StatusCode": 0, "Error": None}
+        engine.containers.remove(cid)
+
+Opening an engine:
+1. takes an exclusive flock on <root>/engine.lock (a second engine on the same root gets
+   Conflict naming the root);
+2. opens <root>/metadata.db (migrations applied), the content store (<root>/content),
+   the snapshots (<root>/snapshots) and the image service;
+3. reconciles (ContainerService.reconcile): containers whose shim is alive are
+   re-adopted; those whose shim ended while the engine was away get their exit status
+   from the shim's exit.json; half-created or half-removed containers are cleaned up
+   (overlay unmounted, runtime state deleted, directories removed, record deleted); runtime
+   states, directories and overlay mounts that no record owns are removed; containers with
+   restart policy "always" (and "unless-stopped" ones no user stopped) that have exited
+   are started again, as Docker does with live-restore off.
+
+close() stops the engine's threads and releases the lock; running containers keep running
+(their shims hold their stdio and logs) and the next engine adopts them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyrt.errors import Conflict, SystemError_
+
+if TYPE_CHECKING:
+    from pyrt.containers.service import ContainerService
+    from pyrt.content.store import ContentStore
+    from pyrt.events import EventBus
+    from pyrt.images.service import ImageService
+    from pyrt.metadata.db import Database
+    from pyrt.oci.platform import Platform
+    from pyrt.runtime.runtime import Runtime
+    from pyrt.snapshots.service import SnapshotService
+
+DEFAULT_ROOT = "/var/lib/pyrt"
+DEFAULT_RUN_ROOT = "/run/pyrt"
+DEFAULT_CGROUP_PARENT = "/pyrt"
+
+
+class Engine:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = DEFAULT_ROOT,
+        run_root: str | os.PathLike[str] = DEFAULT_RUN_ROOT,
+        *,
+        insecure_registries: Iterable[str] = (),
+        mirrors: Iterable[str] = (),
+        credentials_path: str | os.PathLike[str] | None = None,
+        platform: Platform | str | None = None,
+        cgroup_parent: str = DEFAULT_CGROUP_PARENT,
+        shim_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.root = Path(os.path.abspath(os.fspath(root)))
+        self.run_root = Path(os.path.abspath(os.fspath(run_root)))
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.run_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self._lock_fd = os.open(self.root / "engine.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                0o600)  # fmt: skip
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise Conflict(f"another pyrt engine is using the root {self.root}") from None
+        except OSError as e:
+            os.close(self._lock_fd)
+            raise SystemError_(f"lock {self.root}/engine.lock: {e.strerror}", e.errno) from None
+        self._closed = False
+        try:
+            self._open(insecure_registries, mirrors, credentials_path, platform, cgroup_parent,
+                       shim_path)  # fmt: skip
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self, insecure: Iterable[str], mirrors: Iterable[str],
+              credentials_path: str | os.PathLike[str] | None,
+              platform: Platform | str | None, cgroup_parent: str,
+              shim_path: str | os.PathLike[str] | None) -> None:
+        from pyrt.containers.service import ContainerService
+        from pyrt.content.store import ContentStore
+        from pyrt.events import EventBus
+        from pyrt.images.service import ImageService
+        from pyrt.metadata.db import Database
+        from pyrt.runtime.runtime import Runtime
+        from pyrt.snapshots.service import SnapshotService
+
+        self.db: Database = Database(self.root / "metadata.db")
+        self.content: ContentStore = ContentStore(self.root / "content")
+        self.snapshots: SnapshotService = SnapshotService(self.root, self.db)
+        self.events: EventBus = EventBus()
+        self.images: ImageService = ImageService(
+            self.root, store=self.content, db=self.db, snapshots=self.snapshots,
+            insecure_registries=insecure, mirrors=mirrors, credentials_path=credentials_path,
+            platform=platform,
+        )  # fmt: skip
+        self.runtime: Runtime = Runtime(str(self.run_root / "runtime"))
+        self.containers: ContainerService = ContainerService(
+            root=self.root, run_root=self.run_root, db=self.db, images=self.images,
+            snapshots=self.snapshots, runtime=self.runtime, events=self.events,
+            cgroup_parent=cgroup_parent,
+            shim_path=Path(shim_path) if shim_path is not None else None,
+        )  # fmt: skip
+        self.reconcile_report: dict[str, list[str]] = self.containers.reconcile()
+
+    def remove_image(self, name: str, force: bool = False, prune: bool = True
+                     ) -> list[dict[str, str]]:
+        """docker rmi, refusing (or with force only untagging) images containers use."""
+        return self.images.remove(name, force=force, prune=prune,
+                                  in_use=self.containers.image_user)  # fmt: skip
+
+    def info(self) -> dict[str, Any]:
+        rows = self.db.query("SELECT state, COUNT(*) AS n FROM containers GROUP BY state")
+        counts = {str(r["state"]): int(r["n"]) for r in rows}
+        return {
+            "Containers": sum(counts.values()),
+            "ContainersRunning": counts.get("running", 0),
+            "ContainersPaused": counts.get("paused", 0),
+            "ContainersStopped": sum(v for k, v in counts.items()
+                                     if k not in ("running", "paused")),
+            "Images": len(self.images.all()),
+            "Driver": "overlay2",
+            "DockerRootDir": str(self.root),
+        }  # fmt: skip
+
+    def _release(self) -> None:
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def close(self) -> None:
+        """Release everything; running containers keep running."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.containers.monitor.close()
+            self.events.close()
+            self.db.close()
+        finally:
+            self._release()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["DEFAULT_CGROUP_PARENT", "DEFAULT_ROOT", "DEFAULT_RUN_ROOT", "Engine"]
