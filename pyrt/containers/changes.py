@@ -10,7 +10,8 @@ Docker keeps the mount points it needs (/etc/hosts, /etc/resolv.conf, /dev/shm..
 the runtime had to create such a mount point in the writable layer instead, it shows up
 here as an empty file or directory added at a mount destination of the container's spec:
 `changes` leaves those out (with `hide_mount_points`, the default), and with them the
-parent directories that are reported only because they hold such a mount point.
+parent directories (copied up or made) that are reported only because they hold such a
+mount point. The price: a metadata-only change of such a parent is not shown either.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def filter_mount_points(found: list[Change], upper: str, mount_points: set[str])
     kept = [c for c in found if c.path not in gone]
     out: list[Change] = []
     for c in kept:
-        if c.kind == "C" and c.path in ancestors:
+        if c.kind in ("C", "A") and c.path in ancestors:
             prefix = c.path + "/"
             if not any(o.path.startswith(prefix) for o in kept):
                 continue

@@ -443,7 +443,8 @@ class _Extractor:
         except FileNotFoundError:
             if not create:
                 raise
-        fd = open_at_root(self.rootfd, self.dest, os.O_PATH | os.O_DIRECTORY)
+        made = self.dest
+        fd = open_at_root(self.rootfd, made, os.O_PATH | os.O_DIRECTORY)
         try:
             for name in parts[:-1]:
                 try:
@@ -453,8 +454,9 @@ class _Extractor:
                         os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
                 except FileExistsError:
                     pass
-                nxt = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                              dir_fd=fd)
+                # resolved inside the root again: an existing symlink is followed there
+                made = posixpath.join(made, name)
+                nxt = open_at_root(self.rootfd, made, os.O_PATH | os.O_DIRECTORY)
                 os.close(fd)
                 fd = nxt
         except BaseException:
