@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,4 +161,65 @@ class Engine:
         self.close()
 
 
-__all__ = ["DEFAULT_CGROUP_PARENT", "DEFAULT_ROOT", "DEFAULT_RUN_ROOT", "Engine"]
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+def run(image: str, command: str | list[str] | None = None, *, remove: bool = True,
+        engine: Engine | None = None, root: str | os.PathLike[str] = DEFAULT_ROOT,
+        run_root: str | os.PathLike[str] = DEFAULT_RUN_ROOT, name: str | None = None,
+        pull: bool = True, timeout: float | None = None, **options: Any) -> RunResult:
+    """docker run in one call: create, start, wait; the output from the json-file log.
+
+    command: a list (argv) or a string (run by /bin/sh -c). options: ContainerConfig
+    fields (Env=[...], User=..., WorkingDir=..., Entrypoint=[...], Labels={...}) and
+    HostConfig fields (Memory=..., PidsLimit=..., Init=True, ...) in the API's spelling.
+    The image is pulled when missing (unless pull=False). With remove the container is
+    removed afterwards (even when waiting failed).
+    """
+    from pyrt.containers.options import ContainerConfig, HostConfig
+    from pyrt.errors import InvalidArgument, NotFound
+
+    own = engine is None
+    eng = Engine(root, run_root) if engine is None else engine
+    try:
+        cfg_fields = set(ContainerConfig.__dataclass_fields__)
+        host_fields = set(HostConfig.__dataclass_fields__) - {"security"}
+        cfg: dict[str, Any] = {"Image": image}
+        host: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in cfg_fields:
+                cfg[key] = value
+            elif key in host_fields:
+                host[key] = value
+            else:
+                raise InvalidArgument(f"run: unknown option '{key}'")
+        if command is not None:
+            cfg["Cmd"] = ["/bin/sh", "-c", command] if isinstance(command, str) else command
+        try:
+            eng.images.get(image)
+        except NotFound:
+            if not pull:
+                raise
+            eng.images.pull(image)
+        cid = eng.containers.create(cfg, host, name=name)
+        try:
+            eng.containers.start(cid)
+            code = int(eng.containers.wait(cid, timeout=timeout)["StatusCode"])
+            out = b"".join(e.log for e in eng.containers.logs(cid, stderr=False))
+            err = b"".join(e.log for e in eng.containers.logs(cid, stdout=False))
+        finally:
+            if remove:
+                with contextlib.suppress(NotFound):
+                    eng.containers.remove(cid, force=True)
+        return RunResult(code, out, err)
+    finally:
+        if own:
+            eng.close()
+
+
+__all__ = ["DEFAULT_CGROUP_PARENT", "DEFAULT_ROOT", "DEFAULT_RUN_ROOT", "Engine", "RunResult",
+           "run"]

@@ -382,6 +382,7 @@ class ContainerService:
             self.runtime.delete(rec.id, force=True)
         shutil.rmtree(p.shim, ignore_errors=True)
         p.shim.mkdir(mode=0o700, parents=True)
+        started = now_rfc3339()
         try:
             pid = self._spawn(rec, p)
         except SystemError_ as e:
@@ -400,7 +401,6 @@ class ContainerService:
             with contextlib.suppress(PyrtError, OSError):
                 self.runtime.delete(rec.id, force=True)
             raise
-        started = now_rfc3339()
         cols: dict[str, Any] = {
             "state": "running", "pid": pid, "started_at": started, "exit_code": 0,
             "error": "", "oom_killed": 0, "manually_stopped": 0,
