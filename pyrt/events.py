@@ -48,13 +48,14 @@ def _to_ns(value: float | int | str | None, what: str) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
+        text = value
         try:
-            value = float(value)
+            value = float(text)
         except ValueError:
             from pyrt.containers.logs import parse_time_ns
 
             try:
-                return parse_time_ns(value)
+                return parse_time_ns(text)
             except InvalidArgument:
                 raise InvalidArgument(f"events: {what}: {value!r} is not a time") from None
     if isinstance(value, bool) or not isinstance(value, int | float):

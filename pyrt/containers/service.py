@@ -881,11 +881,11 @@ class ContainerService:
 
     # ------------------------------------------------------------------ reconcile
 
-    def reconcile(self) -> dict[str, list[str]]:
+    def reconcile(self) -> dict[str, builtins.list[str]]:
         """At engine start (see Engine): readopt, record exits, clean half-made ones."""
         from pyrt.containers.shim_client import ShimClient
 
-        report: dict[str, list[str]] = {"adopted": [], "exited": [], "removed": [],
+        report: dict[str, builtins.list[str]] = {"adopted": [], "exited": [], "removed": [],
                                         "restarted": [], "lost": []}  # fmt: skip
         recs = [ContainerRecord.from_row(r) for r in self.db.query("SELECT * FROM containers")]
         known = {r.id for r in recs}
