@@ -57,6 +57,17 @@
 #define PR_CAP_AMBIENT_CLEAR_ALL 4
 #endif
 
+/* In a detached spawn, the helper's report pipe: the container closes its copy at once, or
+ * the engine, waiting for the pipe's EOF, would wait until the container execs. */
+static int detached_report_fd = -1;
+
+static void close_detached_report(void) {
+  if (detached_report_fd >= 0) {
+    close(detached_report_fd);
+    detached_report_fd = -1;
+  }
+}
+
 enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_BARRIER, MSG_PID, MSG_USERNS, MSG_ABORT };
 
 typedef struct {
@@ -769,6 +780,7 @@ static void finish_process(const pyrt_spawn_config_t *cfg, int syncfd, int fifof
 static void init_child(const pyrt_spawn_config_t *cfg, int syncfd) {
   pyrt_error_t err;
   pyrt_error_clear(&err);
+  close_detached_report();
   child_wait_go(syncfd);
 
   if (setsid() < 0) {
@@ -848,6 +860,7 @@ static void init_child(const pyrt_spawn_config_t *cfg, int syncfd) {
 static void exec_child(const pyrt_spawn_config_t *cfg, int syncfd, int rootfd) {
   pyrt_error_t err;
   pyrt_error_clear(&err);
+  close_detached_report();
   child_wait_go(syncfd);
   if (fchdir(rootfd) < 0 || chroot(".") < 0 || chdir("/") < 0) {
     pyrt_error_set(&err, errno, "enter the root of container process %d", (int)cfg->target_pid);
@@ -1104,6 +1117,7 @@ pid_t pyrt_spawn_detached(const pyrt_spawn_config_t *cfg, char *const shim_argv[
       _exit(b < 0 ? 1 : 0);
     /* B: outlives the engine; its children (the container) are reaped by it */
     r.shim = getpid();
+    detached_report_fd = report[1];
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     pyrt_error_t e;
     pyrt_error_clear(&e);

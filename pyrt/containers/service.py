@@ -459,35 +459,18 @@ class ContainerService:
                 stdio = (in_r, out_w, err_w)
             if cfg.OpenStdin:
                 argv.append("--stdin")
-            # spawn_detached returns only once every copy of its report pipe is closed, and
-            # the container, blocked on the exec fifo, holds one until it execs: the
-            # create runs in a thread while this one starts the container through the shim
-            result: list[Any] = []
-            done_r, done_w = os.pipe()
-            ours.append(done_r)
-
-            def create() -> None:
-                try:
-                    result.append(self.runtime.create(
-                        rec.id, str(p.bundle), console_socket=console, stdio=stdio,
-                        shim=(argv, theirs)))
-                except BaseException as e:  # handed to the caller below
-                    result.append(e)
-                finally:
-                    os.close(done_w)
-
-            worker = threading.Thread(target=create, name=f"pyrt-create-{rec.id[:12]}")
-            worker.start()
-            line = _read_line_fd(rfd, 30.0, also=done_r)
+            pid = self.runtime.create(
+                rec.id, str(p.bundle), console_socket=console, stdio=stdio, shim=(argv, theirs)
+            )
+            # the shim holds its copy now: ours would keep the line below from seeing EOF
+            ours.remove(wfd)
+            os.close(wfd)
+            line = _read_line_fd(rfd, 30.0)
             if line.startswith("created "):
                 try:
                     ShimClient(p.shim).start()
                 except PyrtError as e:
                     line = f"error start: {e}"
-            worker.join()
-            if isinstance(result[0], BaseException):
-                raise result[0]
-            pid = int(result[0])
             if not line.startswith("created "):
                 raise SystemError_(f"container {rec.id}: the shim did not start it: "
                                    f"{line.removeprefix('error ') or 'no answer'}")
@@ -960,19 +943,16 @@ def _restart_at_boot(rec: ContainerRecord) -> bool:
     return policy == "unless-stopped" and not rec.manually_stopped
 
 
-def _read_line_fd(fd: int, timeout: float, also: int = -1) -> str:
-    """A line from fd; "" at EOF, after timeout, or when `also` is readable first (EOF:
-    the writer gave up) while fd has nothing."""
+def _read_line_fd(fd: int, timeout: float) -> str:
+    """A line from fd; "" at EOF or after timeout."""
     deadline = time.monotonic() + timeout
     buf = b""
     while not buf.endswith(b"\n"):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        r, _, _ = select.select([fd] + ([also] if also >= 0 else []), [], [], left)
+        r, _, _ = select.select([fd], [], [], left)
         if not r:
-            break
-        if fd not in r:
             break
         chunk = os.read(fd, 512)
         if not chunk:

@@ -30,10 +30,11 @@ def test_pragmas_and_version(db: Database) -> None:
     conn = db.connection()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert db.schema_version() == len(MIGRATIONS) == 1
-    assert db.applied_migrations == [1]
-    rows = db.query("SELECT version, description FROM schema_version")
-    assert [tuple(r) for r in rows] == [(1, MIGRATIONS[0].description)]
+    latest = len(MIGRATIONS)
+    assert db.schema_version() == latest >= 2
+    assert db.applied_migrations == list(range(1, latest + 1))
+    rows = db.query("SELECT version, description FROM schema_version ORDER BY version")
+    assert [tuple(r) for r in rows] == [(m.version, m.description) for m in MIGRATIONS]
     tables = {r["name"] for r in db.query("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"images", "tags", "repo_digests", "snapshots", "image_layers",
             "schema_version"} <= tables
@@ -43,7 +44,7 @@ def test_reopen_applies_nothing(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     Database(path).close()
     again = Database(path)
-    assert again.applied_migrations == [] and again.schema_version() == 1
+    assert again.applied_migrations == [] and again.schema_version() == len(MIGRATIONS)
     again.close()
 
 
@@ -124,7 +125,7 @@ def _add_image(db: Database, image_id: str, diff_ids: list[str]) -> list[str]:
 
 def test_migration_v2_upgrades_v1_db(tmp_path: Path) -> None:
     path = tmp_path / "up.db"
-    v1 = Database(path)
+    v1 = Database(path, migrations=MIGRATIONS[:1])
     _add_image(v1, D[0], [D[1], D[2]])
     v1.execute("INSERT INTO tags VALUES ('docker.io/library/a:latest', 'docker.io/library/a',"
                " ?, 0)", (D[0],))
@@ -156,12 +157,23 @@ def test_migration_v2_upgrades_v1_db(tmp_path: Path) -> None:
     # and old code refuses the newer database instead of guessing
     with pytest.raises(FailedPrecondition, match="schema version 2 is newer than this pyrt "
                        r"supports \(1\)"):
-        Database(path)
+        Database(path, migrations=MIGRATIONS[:1])
+
+
+def test_real_migrations_upgrade_a_v1_db(tmp_path: Path) -> None:
+    path = tmp_path / "real.db"
+    v1 = Database(path, migrations=MIGRATIONS[:1])
+    _add_image(v1, D[0], [D[1], D[2]])
+    v1.close()
+    latest = Database(path)
+    assert latest.applied_migrations == list(range(2, len(MIGRATIONS) + 1))
+    assert latest.query_one("SELECT id FROM images")["id"] == D[0]  # type: ignore[index]
+    latest.close()
 
 
 def test_failed_migration_rolls_back(tmp_path: Path) -> None:
     path = tmp_path / "fail.db"
-    Database(path).close()
+    Database(path, migrations=MIGRATIONS[:1]).close()
 
     def broken(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE half (x)")
