@@ -117,9 +117,11 @@ def parse_json_body(raw: bytes, what: str = "request body", *, allow_empty: bool
             return None
         raise InvalidArgument(f"{what}: empty body, expected JSON")
     try:
-        return json.loads(raw)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidArgument(f"{what}: body is not UTF-8") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise InvalidArgument(f"{what}: malformed JSON: {e.msg} "
                               f"(line {e.lineno} column {e.colno})") from None
