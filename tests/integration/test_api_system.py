@@ -311,7 +311,8 @@ def test_events_stream_and_since(daemon: PyrtdProcess) -> None:
     # since/until replay the history and end
     evs = list(daemon.client().events(since=start - 1, until=time.time() + 0.5))
     assert [e["Action"] for e in evs] == ["import"]
-    status, _, body = daemon.request("GET", "/events?filters=" + urllib.parse.quote(json.dumps({"bogus": ["x"]})))
+    bogus = urllib.parse.quote(json.dumps({"bogus": ["x"]}))
+    status, _, body = daemon.request("GET", "/events?filters=" + bogus)
     assert status == 400 and "bogus" in json.loads(body)["message"]
 
 
@@ -333,3 +334,27 @@ def test_docker_cli_version_and_info(daemon: PyrtdProcess) -> None:
     assert info["Driver"] == "overlay2" and info["DockerRootDir"] == str(daemon.data_root)
     p = daemon.docker("info")
     assert p.returncode == 0 and b"Storage Driver: overlay2" in p.stdout
+
+
+def test_sighup_reloads_registry_config(daemon: PyrtdProcess) -> None:
+    (daemon.tmp / "daemon.json").write_text(json.dumps({
+        "insecure-registries": ["reg.test:5000", "10.9.0.0/16"],
+        "registry-mirrors": ["https://mirror.test"]}))
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rc = daemon.client().info()["RegistryConfig"]
+        if rc["Mirrors"]:
+            break
+        time.sleep(0.1)
+    assert rc["Mirrors"] == ["https://mirror.test"]
+    assert "10.9.0.0/16" in rc["InsecureRegistryCIDRs"]
+    assert rc["IndexConfigs"]["reg.test:5000"]["Secure"] is False
+    # a broken file keeps the running configuration
+    (daemon.tmp / "daemon.json").write_text("{broken")
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "configuration reload failed" not in daemon.output():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert daemon.client().info()["RegistryConfig"]["Mirrors"] == ["https://mirror.test"]
