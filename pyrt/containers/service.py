@@ -28,12 +28,13 @@ import select
 import shutil
 import signal as _signal
 import socket
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal, cast, overload
 
 from pyrt.containers.names import generate_unique, validate_name
 from pyrt.containers.options import ContainerConfig, HostConfig, signal_number
@@ -49,8 +50,10 @@ from pyrt.errors import (
 
 if TYPE_CHECKING:
     from pyrt.containers.attach import Attachment
+    from pyrt.containers.exec import ExecConfig, ExecInstance, RunningExec
     from pyrt.containers.logs import LogEntry, TimeArg
     from pyrt.containers.monitor import Monitor
+    from pyrt.engine import RunResult
     from pyrt.events import EventBus
     from pyrt.images.models import Image
     from pyrt.images.service import ImageService
@@ -159,6 +162,8 @@ class ContainerService:
         self._cond = threading.Condition(threading.Lock())
         self._exit_gen: dict[str, int] = {}
         self._removed: dict[str, int] = {}  # id -> its last exit code
+        self._execs: dict[str, _Exec] = {}  # exec id -> what this engine knows of it
+        self._exec_lock = threading.Lock()
         self.monitor: Monitor = Monitor(self)
 
     # ------------------------------------------------------------------ plumbing
@@ -697,8 +702,8 @@ class ContainerService:
         p = self.paths(rec.id)
         handle = self.handle(rec.id)
         execs = [r["id"] for r in self.db.query(
-            "SELECT id FROM exec_instances WHERE container_id = ? ORDER BY created_at",
-            (rec.id,))]  # fmt: skip
+            "SELECT id FROM exec_instances WHERE container_id = ? AND exit_code IS NULL "
+            "ORDER BY created_at", (rec.id,))]  # fmt: skip
         config = dict(rec.config_api)
         config["Hostname"] = config.get("Hostname") or rec.id[:12]
         config["Env"] = list(rec.spec.get("process", {}).get("env", config.get("Env", [])))
@@ -862,6 +867,302 @@ class ContainerService:
             raise Conflict(f"Container {rec.id} is not running")
         self._client(rec.id).resize(rows, cols)
 
+    # ------------------------------------------------------------------ exec
+
+    def exec_create(self, ref: str, config: ExecConfig | Mapping[str, Any]) -> str:
+        """docker exec create: a new exec instance (its 64-hex id) for a running container.
+
+        config: docker's ExecConfig JSON (Cmd, Env, User, WorkingDir, Tty, AttachStdin/
+        Stdout/Stderr, Privileged, DetachKeys, ConsoleSize) or an ExecConfig. Conflict
+        when the container is not running or is paused. The instance is recorded in
+        exec_instances; the event is docker's "exec_create: <command>"."""
+        from pyrt.containers.exec import ExecConfig as _ExecConfig
+        from pyrt.containers.exec import create_exec
+
+        if not isinstance(config, _ExecConfig):
+            if not isinstance(config, Mapping):
+                raise InvalidArgument("exec config: expected a JSON object")
+            config = _ExecConfig.from_api(dict(config))
+        rec = self.resolve(ref)
+        self._prune_execs()
+        with self._lock(rec.id):
+            inst = create_exec(self.handle(rec.id), config)
+            self.db.execute(
+                "INSERT INTO exec_instances (id, container_id, config_json, running, pid, "
+                "exit_code, created_at) VALUES (?, ?, ?, 0, 0, NULL, ?)",
+                (inst.id, rec.id, json.dumps(_exec_config_api(config)), time.time()))
+            with self._exec_lock:
+                self._execs[inst.id] = _Exec(inst)
+        self._publish(rec, f"exec_create: {' '.join(config.Cmd)}", execID=inst.id)
+        return inst.id
+
+    def _prune_execs(self) -> None:
+        """Forget ended execs whose container was removed (their rows went with it)."""
+        with self._exec_lock:
+            ended = {ex.instance.container_id for ex in self._execs.values()
+                     if ex.done.is_set()}  # fmt: skip
+        gone = {cid for cid in ended if self._row(cid) is None}
+        if gone:
+            with self._exec_lock:
+                for i in [i for i, ex in self._execs.items()
+                          if ex.done.is_set() and ex.instance.container_id in gone]:
+                    del self._execs[i]
+
+    def _exec(self, exec_id: str) -> _Exec:
+        with self._exec_lock:
+            ex = self._execs.get(exec_id)
+        if ex is not None:
+            return ex
+        raise NotFound(f"No such exec instance: {exec_id}")
+
+    def exec_start(self, exec_id: str, *, detach: bool = False,
+                   console_size: tuple[int, int] | None = None,
+                   stdio: tuple[int, int, int] | None = None) -> RunningExec:
+        """docker exec start: run the exec's process; the RunningExec gives its pipes or
+        pty (see pyrt.containers.exec) and `wait()`s for its exit code.
+
+        detach: the process's stdio is /dev/null, or with a tty the engine keeps the pty
+        (for exec_resize) and reads and drops what is written to it. console_size (height,
+        width) replaces the one given at create. stdio: fds for a process without a tty
+        (the caller keeps them). Conflict when the exec was started already or the
+        container is not running. The ExitCode is recorded (and "exec_die" published with
+        it) by a waiter thread when the process ends; a command that does not exist or
+        cannot be executed ends at once with 127 or 126."""
+        from dataclasses import replace
+
+        from pyrt.containers.exec import start_exec
+
+        ex = self._exec(exec_id)
+        inst = ex.instance
+        rec = self.get_record(inst.container_id)
+        own: list[int] = []
+        with self._lock(rec.id), ex.lock:
+            if console_size is not None:
+                inst.config = replace(inst.config, ConsoleSize=console_size)
+            if detach and not inst.config.Tty:
+                null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+                own.append(null)
+                stdio = (null, null, null)
+            try:
+                run = start_exec(self.handle(rec.id), inst, stdio)
+            finally:
+                for fd in own:
+                    os.close(fd)
+            ex.run = run
+            self._exec_update(inst)
+            pidfd = -1
+            if run.pid > 0:
+                try:
+                    pidfd = os.pidfd_open(run.pid)
+                except OSError:
+                    pidfd = -1  # reaped already (or gone): the waiter waits by pid
+        self._publish(rec, f"exec_start: {' '.join(inst.config.Cmd)}", execID=inst.id)
+        if run.pid <= 0:  # it could not be started: finished already
+            self._exec_ended(rec, ex, run, detach)
+        else:
+            threading.Thread(target=self._exec_waiter, args=(rec, ex, run, pidfd, detach),
+                             name=f"pyrt-exec-{inst.id[:12]}", daemon=True).start()
+        return run
+
+    def _exec_waiter(self, rec: ContainerRecord, ex: _Exec, run: RunningExec, pidfd: int,
+                     detach: bool) -> None:
+        drain = run.pty if detach else None
+        try:
+            if pidfd >= 0:
+                watch = [pidfd] if drain is None else [pidfd, drain]
+                while True:
+                    ready, _, _ = select.select(watch, [], [])
+                    if drain is not None and drain in ready:
+                        try:
+                            data = os.read(drain, 65536)
+                        except OSError:
+                            data = b""
+                        if not data:
+                            watch.remove(drain)
+                            drain = None
+                    if pidfd in ready:
+                        break
+            run.wait()
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        self._exec_ended(rec, ex, run, detach)
+
+    def _exec_ended(self, rec: ContainerRecord, ex: _Exec, run: RunningExec, detach: bool
+                    ) -> None:
+        code = run.wait()
+        if detach:
+            run.close()
+        with contextlib.suppress(PyrtError, sqlite3.Error):
+            self._exec_update(ex.instance)
+            rec = self._row(rec.id) or rec
+        with contextlib.suppress(PyrtError):
+            self._publish(rec, "exec_die", execID=ex.instance.id, exitCode=str(code))
+        ex.done.set()
+
+    def _exec_update(self, inst: ExecInstance) -> None:
+        self.db.execute("UPDATE exec_instances SET running = ?, pid = ?, exit_code = ? "
+                        "WHERE id = ?", (int(inst.running), inst.pid, inst.exit_code, inst.id))
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        """docker's ExecInspect (NotFound for an unknown id or one whose container was
+        removed). An exec another engine started on this root is shown as recorded, and
+        as running only while its container runs and its pid exists."""
+        from pyrt.containers.exec import ExecConfig as _ExecConfig
+        from pyrt.containers.exec import ExecInstance as _ExecInstance
+
+        row = self.db.query_one("SELECT * FROM exec_instances WHERE id = ?", (exec_id,))
+        if row is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        with self._exec_lock:
+            ex = self._execs.get(exec_id)
+        if ex is not None:
+            return ex.instance.inspect()
+        code = row["exit_code"]
+        pid = int(row["pid"])
+        running = False
+        if row["running"] and code is None and pid > 0:
+            crec = self._row(str(row["container_id"]))
+            running = (crec is not None and crec.state in ("running", "paused")
+                       and os.path.exists(f"/proc/{pid}"))  # fmt: skip
+        inst = _ExecInstance(
+            id=exec_id, container_id=str(row["container_id"]),
+            config=_ExecConfig.from_api(json.loads(row["config_json"])), running=running,
+            exit_code=None if code is None else int(code), pid=pid,
+            can_remove=code is not None, started=pid > 0 or code is not None)  # fmt: skip
+        return inst.inspect()
+
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        """Set the window size of a running exec's tty (FailedPrecondition without a
+        tty, Conflict when it is not running)."""
+        ex = self._exec(exec_id)
+        run = ex.run
+        if run is None or not ex.instance.running:
+            raise Conflict(f"exec {exec_id} is not running")
+        run.resize(height, width)
+
+    def exec_wait(self, exec_id: str, timeout: float | None = None) -> int:
+        """The exec's exit code once it has ended and been recorded (TimeoutError after
+        timeout; Conflict when it was never started)."""
+        ex = self._exec(exec_id)
+        if ex.run is None:
+            raise Conflict(f"exec {exec_id} has not been started")
+        if not ex.done.wait(timeout):
+            raise TimeoutError(f"exec {exec_id} still running after {timeout}s")
+        return ex.run.wait()
+
+    # ------------------------------------------------------------------ cp / export / diff
+
+    def stat_path(self, ref: str, path: str) -> dict[str, Any]:
+        """docker's container path stat (X-Docker-Container-Path-Stat); NotFound when the
+        path does not exist in the container."""
+        from pyrt.containers import copy as cp
+
+        rec = self.resolve(ref)
+        with self._lock(rec.id):
+            return cp.stat_path(self.handle(rec.id), path)
+
+    def get_archive(self, ref: str, path: str) -> tuple[dict[str, Any], Iterator[bytes]]:
+        """docker cp out: (stat document, tar stream) of `path`; event "archive-path"."""
+        from pyrt.containers import copy as cp
+
+        rec = self.resolve(ref)
+        with self._lock(rec.id):
+            out = cp.get_archive(self.handle(rec.id), path)
+        self._publish(rec, "archive-path")
+        return out
+
+    def put_archive(self, ref: str, path: str, stream: IO[bytes], *,
+                    no_overwrite_dir_non_dir: bool = False, copy_uid_gid: bool = False
+                    ) -> None:
+        """docker cp in: extract a tar stream (plain/gzip/bzip2/xz) into the directory
+        `path` of the container; event "extract-to-dir"."""
+        from pyrt.containers import copy as cp
+
+        rec = self.resolve(ref)
+        with self._lock(rec.id):
+            cp.put_archive(self.handle(rec.id), path, stream,
+                           no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+                           copy_uid_gid=copy_uid_gid)  # fmt: skip
+        self._publish(rec, "extract-to-dir")
+
+    def export(self, ref: str) -> Iterator[bytes]:
+        """docker export: a tar stream of the container's root filesystem; event "export"."""
+        from pyrt.containers import copy as cp
+
+        rec = self.resolve(ref)
+        with self._lock(rec.id):
+            out = cp.export(self.handle(rec.id))
+        self._publish(rec, "export")
+        return out
+
+    def changes(self, ref: str) -> builtins.list[dict[str, Any]]:
+        """docker diff: [{"Path": ..., "Kind": 0 modified | 1 added | 2 deleted}, ...]."""
+        from pyrt.containers.changes import changes
+
+        rec = self.resolve(ref)
+        return changes(self.handle(rec.id))
+
+    # ------------------------------------------------------------------ commit / top / stats
+
+    def commit(self, ref: str, *, repo_tag: str | None = None, author: str = "",
+               message: str = "", changes: Sequence[str] = (), pause: bool = True) -> str:
+        """docker commit: the container's writable layer as a new image on top of its
+        own (pyrt.containers.commit); its id "sha256:<hex>". Event "commit" (comment,
+        imageID, imageRef)."""
+        from pyrt.containers.commit import commit
+
+        rec = self.resolve(ref)
+        with self._lock(rec.id):
+            image_id = commit(self.handle(rec.id), store=self.images.store, images=self.images,
+                              repo_tag=repo_tag, author=author, message=message,
+                              changes=changes, pause=pause)  # fmt: skip
+        self._publish(rec, "commit", comment=message, imageID=image_id, imageRef=repo_tag or "")
+        return image_id
+
+    def top(self, ref: str, ps_args: str = "-ef") -> dict[str, Any]:
+        """docker top: {"Titles": [...], "Processes": [[...], ...]}; Conflict when the
+        container is not running. Event "top"."""
+        from pyrt.containers.top import top
+
+        rec = self.resolve(ref)
+        out = top(self.handle(rec.id), ps_args)
+        self._publish(rec, "top")
+        return out
+
+    @overload
+    def stats(self, ref: str, *, stream: Literal[False] = False, interval: float = 1.0
+              ) -> dict[str, Any]: ...
+
+    @overload
+    def stats(self, ref: str, *, stream: Literal[True], interval: float = 1.0
+              ) -> Iterator[dict[str, Any]]: ...
+
+    def stats(self, ref: str, *, stream: bool = False, interval: float = 1.0
+              ) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """docker stats: one sample (stream=False), or samples every `interval` seconds,
+        each with the previous as precpu_stats, until the container stops."""
+        from pyrt.containers.stats import stats, stream_stats
+
+        rec = self.resolve(ref)
+        if stream:
+            return stream_stats(self.handle(rec.id), interval)
+        return stats(self.handle(rec.id))
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, image: str, command: str | builtins.list[str] | None = None,
+            **options: Any) -> RunResult:
+        """pyrt.run with this service (create, start, wait, logs, remove): see pyrt.engine.run
+        for the options (remove, name, pull, timeout and Config/HostConfig fields)."""
+        from pyrt.engine import Engine, run
+
+        for key in ("engine", "root", "run_root"):
+            if key in options:
+                raise InvalidArgument(f"run: '{key}' is the engine's own; not an option here")
+        view = _EngineView(self.images, self)
+        return run(image, command, engine=cast(Engine, view), **options)
+
     # ------------------------------------------------------------------ reconcile
 
     def reconcile(self) -> dict[str, builtins.list[str]]:
@@ -932,6 +1233,35 @@ class ContainerService:
             except PyrtError as e:
                 self._update(cid, error=f"restart at engine start failed: {e}")
         return report
+
+
+class _Exec:
+    """An exec instance this engine created, and its process once started."""
+
+    def __init__(self, instance: ExecInstance) -> None:
+        self.instance = instance
+        self.run: RunningExec | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()  # set once its exit is recorded
+
+
+class _EngineView:
+    """What pyrt.engine.run uses of an Engine: its images and containers."""
+
+    def __init__(self, images: ImageService, containers: ContainerService) -> None:
+        self.images = images
+        self.containers = containers
+
+
+def _exec_config_api(c: ExecConfig) -> dict[str, Any]:
+    """An ExecConfig as docker's JSON (what exec_instances.config_json holds)."""
+    return {
+        "Cmd": list(c.Cmd), "Env": list(c.Env), "User": c.User, "WorkingDir": c.WorkingDir,
+        "Tty": c.Tty, "AttachStdin": c.AttachStdin, "AttachStdout": c.AttachStdout,
+        "AttachStderr": c.AttachStderr, "Privileged": c.Privileged,
+        "DetachKeys": c.DetachKeys,
+        "ConsoleSize": list(c.ConsoleSize) if c.ConsoleSize is not None else None,
+    }  # fmt: skip
 
 
 def _restart_at_boot(rec: ContainerRecord) -> bool:
