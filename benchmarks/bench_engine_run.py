@@ -1,0 +1,528 @@
+"""Engine run: N `pyrt.run(remove=True)` of /bin/true against N `crun run` / `runc run`.
+
+Claim measured (Milestone 3): one short-lived container through the embedding API --
+pyrt.run(image, ["/bin/true"], engine=engine, remove=True), i.e. create + start + wait +
+logs + remove on an open pyrt.Engine -- costs no more than `crun run` of an equivalent
+bundle (target: pyrt <= 1.0x crun), sequentially and with 20 in parallel.
+
+Setup, outside the timing: a busybox rootfs (tests/bundle.py) is imported as the image
+busybox:latest into an Engine on a temporary root/run_root with a cgroup parent of its own.
+One container is created (not started) to take the runtime spec the engine generates for
+/bin/true -- namespaces, capabilities, Docker's default seccomp profile, masked paths,
+mounts -- and removed again. The peers' bundles are that spec with root.path pointing at
+the same busybox rootfs (a plain directory: crun/runc have no image store), copies of
+the container's hostname/hosts/resolv.conf, a cgroupsPath of their own and ociVersion
+1.0.2 (crun 1.8 rejects later versions). `crun run` and `runc run` do create + start +
+wait + delete in one process.
+
+Timed, per tool and seccomp setting (default = Docker's profile, unconfined = no seccomp):
+  sequential: N containers one after the other;
+  parallel:   the same N containers, P at a time (a thread pool around the in-process API
+              for pyrt; P concurrent `crun run` / `runc run` processes for the peers).
+Each timed group is preceded by one untimed warm-up container.
+
+crun 1.8 refuses a hybrid cgroup layout whose unified hierarchy holds a controller (here
+hugetlb). Only if crun fails for that reason, hugetlb is moved to a v1 hierarchy of its own
+for the whole run (bench_runtime.HugetlbV1; every tool then runs on that layout) and put
+back at the end. Nothing is left behind: containers removed, engine closed, cgroups and
+temporary roots deleted.
+
+    python benchmarks/bench_engine_run.py [--quick | --count N --parallel P]
+                                          [--tools pyrt,crun,runc] [--json] [--write-readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import copy
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.append(str(REPO))  # appended: the installed pyrt wins over the source tree
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from bench_runtime import HugetlbV1, remove_cgroup  # noqa: E402
+
+from tests.bundle import make_bundle, make_busybox_rootfs, random_suffix  # noqa: E402
+
+README = REPO / "benchmarks" / "README.md"
+BEGIN, END = "<!-- bench_engine_run:begin -->", "<!-- bench_engine_run:end -->"
+IMAGE = "busybox:latest"
+TOOLS = ("pyrt", "crun", "runc")
+SECCOMP = ("default", "unconfined")
+MODES = ("sequential", "parallel")
+TIMEOUT = 60.0
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- the tools ------------------------------------------------------------------------------
+
+
+class PyrtTool:
+    """pyrt.run on one open engine (pyrt.run with engine= uses it and leaves it open)."""
+
+    def __init__(self, engine: Any, seccomp: str) -> None:
+        self.engine = engine
+        self.name = "pyrt"
+        self.seccomp = seccomp
+        self.options: dict[str, Any] = {}
+        if seccomp == "unconfined":
+            self.options["SecurityOpt"] = ["seccomp=unconfined"]
+
+    def one(self, index: int) -> None:
+        import pyrt
+
+        res = pyrt.run(IMAGE, ["/bin/true"], engine=self.engine, remove=True, pull=False,
+                       timeout=TIMEOUT, **self.options)  # fmt: skip
+        if res.exit_code != 0:
+            raise BenchError(f"pyrt.run /bin/true: exit {res.exit_code}: {res.stderr[-300:]!r}")
+
+    def cleanup(self) -> None:
+        for c in self.engine.containers.list(all=True):
+            with contextlib.suppress(Exception):
+                self.engine.containers.remove(c["Id"], force=True)
+
+
+class CliTool:
+    """`<tool> --root R run --bundle B <id>`, one pre-written bundle per container."""
+
+    def __init__(self, name: str, exe: str, work: Path, seccomp: str, spec: dict[str, Any],
+                 rootfs: Path, cg_parent: str, count: int) -> None:  # fmt: skip
+        self.name = name
+        self.exe = exe
+        self.seccomp = seccomp
+        tag = f"{name}-{seccomp}"
+        self.root = work / f"root-{tag}"
+        self.root.mkdir()
+        self.log = work / f"{tag}.log"
+        self.ids: list[str] = []
+        self.bundles: list[Path] = []
+        suffix = random_suffix(3)
+        # index -1 is the warm-up container
+        for i in range(-1, count):
+            cid = f"bench-{tag}-{suffix}-{'w' if i < 0 else i}"
+            bundle = work / "bundles" / cid
+            bundle.mkdir(parents=True)
+            doc = copy.deepcopy(spec)
+            doc["root"] = {"path": str(rootfs), "readonly": bool(spec["root"].get("readonly"))}
+            doc["linux"]["cgroupsPath"] = f"{cg_parent}/{cid}"
+            if seccomp == "unconfined":
+                doc["linux"].pop("seccomp", None)
+            (bundle / "config.json").write_text(json.dumps(doc))
+            self.ids.append(cid)
+            self.bundles.append(bundle)
+
+    def one(self, index: int) -> None:
+        cid, bundle = self.ids[index + 1], self.bundles[index + 1]
+        # output to a file: a pipe would be inherited by the container and is not needed
+        with open(self.log, "ab") as log:
+            res = subprocess.run(
+                [self.exe, "--root", str(self.root), "run", "--bundle", str(bundle), cid],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=TIMEOUT,
+            )  # fmt: skip
+        if res.returncode != 0:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise BenchError(f"{self.name} run {cid}: exit {res.returncode}: " + " | ".join(tail))
+
+    def cleanup(self) -> None:
+        try:
+            left = [e.name for e in os.scandir(self.root) if e.is_dir()]
+        except OSError:
+            left = []
+        for cid in left:
+            subprocess.run([self.exe, "--root", str(self.root), "delete", "--force", cid],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT,
+                           check=False)  # fmt: skip
+
+
+Tool = PyrtTool | CliTool
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    tool: str
+    seccomp: str
+    mode: str
+    count: int
+    parallel: int
+    seconds: float | None
+    error: str | None = None
+
+    @property
+    def per_ms(self) -> float | None:
+        return None if self.seconds is None else self.seconds / self.count * 1000
+
+
+def measure(tool: Tool, mode: str, count: int, parallel: int) -> Result:
+    width = parallel if mode == "parallel" else 1
+    res = Result(tool.name, tool.seccomp, mode, count, width, None)
+    print(f"running {tool.name} ({tool.seccomp} seccomp) x {count}, {mode}"
+          + (f" {width} at a time" if width > 1 else "") + " ...", flush=True)  # fmt: skip
+    try:
+        tool.one(-1)  # warm-up, untimed
+        if width == 1:
+            start = time.perf_counter()
+            for i in range(count):
+                tool.one(i)
+            res.seconds = time.perf_counter() - start
+        else:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=width) as pool:
+                start = time.perf_counter()
+                futures = [pool.submit(tool.one, i) for i in range(count)]
+                errors = [f.exception() for f in futures]
+                res.seconds = time.perf_counter() - start
+            first = next((e for e in errors if e is not None), None)
+            if first is not None:
+                raise first
+    except Exception as e:  # report it in the table; the other rows still run
+        res.seconds = None
+        res.error = f"{type(e).__name__}: {e}"
+    return res
+
+
+# -- setup ----------------------------------------------------------------------------------
+
+
+def find_exe(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BenchError(f"{name} not found on PATH (apt-get install {name})")
+    return path
+
+
+def probe_crun(exe: str, work: Path, rootfs: Path, cg_parent: str, huge: HugetlbV1) -> None:
+    """One crun run of a plain bundle; on crun's hybrid-layout refusal, move hugetlb to v1."""
+
+    def attempt(tag: str) -> tuple[int, str]:
+        cid = f"bench-crun-probe-{tag}-{random_suffix(3)}"
+        bundle = make_bundle(work / "probe" / cid, ["/bin/true"], rootfs=rootfs,
+                             **{"ociVersion": "1.0.2", "root.path": str(rootfs),
+                                "linux.cgroupsPath": f"{cg_parent}/{cid}"})  # fmt: skip
+        root = work / "root-probe"
+        res = subprocess.run([exe, "--root", str(root), "run", "--bundle", str(bundle), cid],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=TIMEOUT, check=False)  # fmt: skip
+        if res.returncode != 0:
+            subprocess.run([exe, "--root", str(root), "delete", "--force", cid],
+                           capture_output=True, timeout=TIMEOUT, check=False)  # fmt: skip
+        return res.returncode, (res.stderr + res.stdout).strip()
+
+    rc, out = attempt("a")
+    if rc != 0 and "hybrid" in out and not huge.mounted:
+        huge.mount()
+        rc, out = attempt("b")
+    if rc != 0:
+        raise BenchError(f"crun probe failed: exit {rc}: {out[-300:]}")
+
+
+def image_tar(rootfs: Path, dest: Path) -> Path:
+    with tarfile.open(dest, "w") as t:
+        t.add(rootfs, arcname=".")
+    return dest
+
+
+def engine_spec(engine: Any, work: Path) -> dict[str, Any]:
+    """The spec the engine generates for /bin/true (default security), etc files copied."""
+    cid = engine.containers.create({"Image": IMAGE, "Cmd": ["/bin/true"]})
+    try:
+        spec: dict[str, Any] = copy.deepcopy(engine.containers.get_record(cid).spec)
+        etc = work / "etc"
+        etc.mkdir()
+        root = str(engine.root)
+        for m in spec.get("mounts", []):
+            src = str(m.get("source", ""))
+            if m.get("type") == "bind" and src.startswith(root + "/"):
+                copied = etc / Path(src).name
+                shutil.copyfile(src, copied)
+                m["source"] = str(copied)
+    finally:
+        engine.containers.remove(cid, force=True)
+    spec["ociVersion"] = "1.0.2"  # crun 1.8 knows 1.0.x only; nothing here needs more
+    return spec
+
+
+def prepare_rootfs_targets(rootfs: Path, spec: dict[str, Any]) -> None:
+    """Create the bind-mount targets of the etc files in the shared rootfs up front, so
+    concurrent runtimes do not race to create them."""
+    for m in spec.get("mounts", []):
+        if m.get("type") != "bind":
+            continue
+        target = rootfs / str(m["destination"]).lstrip("/")
+        if Path(m["source"]).is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+
+
+def shims_of(root: Path) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv0, *rest = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"pyrt-shim" in argv0 and any(str(root).encode() in a for a in rest):
+            out.append(int(pid))
+    return out
+
+
+def close_engine(engine: Any, root: Path) -> None:
+    with contextlib.suppress(Exception):
+        for c in engine.containers.list(all=True):
+            with contextlib.suppress(Exception):
+                engine.containers.remove(c["Id"], force=True)
+    engine.close()
+    deadline = time.monotonic() + 10
+    while shims_of(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in shims_of(root):
+        print(f"warning: shim {pid} still alive after close; killing it", file=sys.stderr)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def unmount_under(top: Path) -> None:
+    """Lazily unmount anything still mounted below top (deepest first) before rmtree."""
+    prefix = str(top).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for p in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        print(f"warning: {p} still mounted; unmounting", file=sys.stderr)
+        subprocess.run(["umount", "-l", p], check=False)
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def render_table(results: list[Result], count: int, parallel: int) -> str:
+    def find(tool: str, seccomp: str, mode: str) -> Result | None:
+        for r in results:
+            if (r.tool, r.seccomp, r.mode) == (tool, seccomp, mode):
+                return r
+        return None
+
+    lines = [
+        f"{count} containers running /bin/true: sequential, and {parallel} at a time (parallel)",
+        "",
+        "| tool | seccomp | mode | total s | per container ms | pyrt ÷ this |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for mode in MODES:
+        for seccomp in SECCOMP:
+            for tool in TOOLS:
+                r = find(tool, seccomp, mode)
+                if r is None:
+                    continue
+                if r.seconds is None or r.per_ms is None:
+                    lines.append(f"| {tool} | {seccomp} | {mode} | failed | - | - |")
+                    continue
+                ours = find("pyrt", seccomp, mode)
+                ratio = "-"
+                if ours is not None and ours.seconds is not None and r.seconds > 0:
+                    ratio = f"{ours.seconds / r.seconds:.2f}"
+                lines.append(f"| {tool} | {seccomp} | {mode} | {r.seconds:.2f} | "
+                             f"{r.per_ms:.1f} | {ratio} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def verdict(results: list[Result]) -> list[str]:
+    out = []
+    for mode in MODES:
+        ours = next((r for r in results if (r.tool, r.seccomp, r.mode) ==
+                     ("pyrt", "default", mode)), None)  # fmt: skip
+        peer = next((r for r in results if (r.tool, r.seccomp, r.mode) ==
+                     ("crun", "default", mode)), None)  # fmt: skip
+        if ours is None or peer is None or ours.seconds is None or peer.seconds is None:
+            continue
+        ratio = ours.seconds / peer.seconds
+        out.append(f"{mode}: pyrt ÷ crun = {ratio:.2f} (target ≤ 1.00: "
+                   f"{'met' if ratio <= 1.0 else 'NOT met'})")  # fmt: skip
+    return out
+
+
+def machine_line(huge_used: bool) -> str:
+    uname = platform.uname()
+    versions = []
+    for tool in ("crun", "runc"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
+            out = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
+            versions.append(out.splitlines()[0].strip())
+    layout = "hybrid cgroups" + (" (hugetlb moved to v1 for crun)" if huge_used else "")
+    return (
+        f"Measured {datetime.date.today().isoformat()} on Linux {uname.release}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {layout}; "
+        f"{'; '.join(versions)}."
+    )
+
+
+SECTION_HEAD = """\
+## bench_engine_run.py — `pyrt.run(remove=True)` against `crun run`
+
+Milestone 3's claim: N containers running `/bin/true` through the embedding API cost no
+more than `crun run` of an equivalent bundle — target pyrt ≤ 1.0× crun — sequentially and
+with 20 in parallel (N = 100). pyrt: one `pyrt.Engine` on a temporary root/run root,
+opened and given a busybox image (`import_rootfs` of tests/bundle.py's rootfs) outside
+the timing; each container is `pyrt.run("busybox:latest", ["/bin/true"], engine=engine,
+remove=True, pull=False)` — create, start, wait, read the log, remove — on that one open
+engine (with `engine=` pyrt.run neither opens nor closes one). Parallel: a pool of 20
+threads calling it. crun / runc: `<tool> --root R run --bundle B <id>` (create, start,
+wait, delete in one process), 20 processes at a time in parallel; each container has its
+own pre-written bundle (outside the timing) whose config.json is the spec the engine
+generated for `/bin/true` (same namespaces, capabilities, Docker's default seccomp
+profile, masked paths, mounts; ociVersion 1.0.2 for crun 1.8), with its own cgroupsPath
+and root.path the same busybox rootfs as a plain directory (pyrt mounts an overlay per
+container; the peers have no image store). The seccomp column: `default` is Docker's
+profile as the engine generates it, `unconfined` drops it (`SecurityOpt=
+["seccomp=unconfined"]` for pyrt, no `linux.seccomp` for the peers), for information.
+Every group starts with one untimed warm-up container. The ratio divides pyrt's time by
+the row's tool's for the same seccomp setting and mode: above 1 means pyrt is slower.
+crun 1.8's refusal of this hybrid cgroup layout is handled as in bench_runtime.py (hugetlb
+on a v1 hierarchy of its own for the run, undone at the end). Flags: `--count N` (100),
+`--parallel P` (20), `--quick` (N = 5, P = 2), `--tools pyrt,crun,runc`, `--json`,
+`--write-readme` (rewrites this section, only when every row succeeded).
+"""
+
+
+def write_section(block: str) -> None:
+    text = README.read_text() if README.exists() else ""
+    new = f"{BEGIN}\n{block}\n{END}"
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        text = head + new + tail
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
+    README.write_text(text)
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--count", type=int, default=100, help="containers per row (100)")
+    ap.add_argument("--parallel", type=int, default=20, help="concurrency of the parallel rows")
+    ap.add_argument("--quick", action="store_true", help="5 containers, 2 at a time")
+    ap.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
+    ap.add_argument("--json", action="store_true", help="also print the results as JSON")
+    ap.add_argument("--write-readme", action="store_true",
+                    help="rewrite this benchmark's section of benchmarks/README.md")  # fmt: skip
+    args = ap.parse_args(argv)
+    count, parallel = (5, 2) if args.quick else (args.count, args.parallel)
+    if count < 1 or parallel < 1:
+        ap.error("--count and --parallel must be at least 1")
+    names = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TOOLS]
+    if unknown or not names:
+        ap.error(f"--tools: unknown {unknown or 'empty'}; choose from {','.join(TOOLS)}")
+    if os.geteuid() != 0:
+        print("bench_engine_run: needs root (namespaces, cgroups, mounts)", file=sys.stderr)
+        return 2
+
+    from pyrt.engine import Engine
+    from pyrt.images.importer import import_rootfs
+
+    cg_parent = f"/pyrt-bench-run-{random_suffix()}"
+    huge = HugetlbV1()
+    results: list[Result] = []
+    setup_errors: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="pyrt-bench-run-"))
+    engine: Any = None
+    tools: list[Tool] = []
+    old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        rootfs = make_busybox_rootfs(work / "rootfs")
+        exes: dict[str, str] = {}
+        for name in names:
+            if name == "pyrt":
+                continue
+            try:
+                exes[name] = find_exe(name)
+            except BenchError as e:
+                setup_errors.append(str(e))
+        # crun first, before the engine opens: if it needs the v1 hugetlb mount, every
+        # tool then runs on that layout
+        if "crun" in exes:
+            try:
+                probe_crun(exes["crun"], work, rootfs, cg_parent, huge)
+            except (BenchError, OSError, subprocess.SubprocessError) as e:
+                setup_errors.append(str(e))
+                del exes["crun"]
+        engine = Engine(work / "engine-root", work / "engine-run", cgroup_parent=cg_parent)
+        import_rootfs(str(image_tar(rootfs, work / "busybox.tar")), store=engine.content,
+                      service=engine.images, reference=IMAGE)  # fmt: skip
+        spec = engine_spec(engine, work)
+        prepare_rootfs_targets(rootfs, spec)
+        for seccomp in SECCOMP:
+            for name in names:
+                if name == "pyrt":
+                    tools.append(PyrtTool(engine, seccomp))
+                elif name in exes:
+                    tools.append(CliTool(name, exes[name], work, seccomp, spec, rootfs,
+                                         cg_parent, count))  # fmt: skip
+        for mode in MODES:
+            for tool in tools:
+                results.append(measure(tool, mode, count, parallel))
+                tool.cleanup()
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        for tool in tools:
+            with contextlib.suppress(Exception):
+                tool.cleanup()
+        if engine is not None:
+            close_engine(engine, work / "engine-run")
+        remove_cgroup(cg_parent)
+        huge.undo()
+        unmount_under(work)
+        shutil.rmtree(work, ignore_errors=True)
+
+    table = render_table(results, count, parallel)
+    block = "\n\n".join([table, "\n".join(verdict(results)), machine_line(huge.used)])
+    print()
+    print(block)
+    failed = [r for r in results if r.error]
+    for msg in setup_errors:
+        print(f"error: {msg}", file=sys.stderr)
+    for r in failed:
+        print(f"error: {r.tool} ({r.seccomp}, {r.mode}): {r.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+    bad = bool(failed or setup_errors)
+    if args.write_readme and not bad:
+        cmd = "PYTHONPATH=. /opt/pyrt-venv/bin/python benchmarks/bench_engine_run.py"
+        if args.count != 100 or args.parallel != 20 or args.quick:
+            cmd += " " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
+                                  if a != "--write-readme")  # fmt: skip
+        write_section(f"{SECTION_HEAD}\nCommand, from the repository root: `{cmd}`\n\n{block}")
+        print(f"wrote the table into {README}")
+    elif args.write_readme:
+        print("not writing the README: some rows failed", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
