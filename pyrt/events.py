@@ -148,7 +148,7 @@ class Subscription:
             if left <= 0 and self._q.empty():
                 self.close()
                 return None
-            wait = left if wait is None else min(wait, max(left, 0.0))
+            wait = max(left, 0.0) if wait is None else min(wait, max(left, 0.0))
         try:
             item = self._q.get(timeout=wait)
         except queue.Empty:
