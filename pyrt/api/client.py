@@ -19,7 +19,7 @@ import json
 import os
 import socket
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 from pyrt.api import API_VERSION
@@ -113,10 +113,11 @@ class Client:
         return conn, resp
 
     def _json(self, method: str, path: str, query: Mapping[str, Any] | None = None,
-              body: Any = None) -> Any:
+              body: Any = None, timeout: float | None | bool = True) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn, resp = self._request(method, path, query, data, headers)
+        conn, resp = self._request(method, path, query, data, headers,
+                                   timeout=False if timeout is None else timeout)
         try:
             raw = resp.read()
             _raise_for(resp, raw)
@@ -232,5 +233,272 @@ class Client:
                             headers={"Content-Type": "application/x-tar"})
         return [str(m["stream"]).strip() for m in msgs if "stream" in m]
 
+    # containers (added for the pyrt CLI) -------------------------------------------------
+    def containers(self, all: bool = False,  # noqa: A002 - docker's parameter name
+                   filters: Mapping[str, list[str]] | None = None, size: bool = False,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/containers/json", {
+            "all": all, "size": size, "limit": limit,
+            "filters": dict(filters) if filters else None}))
 
-__all__ = ["DEFAULT_HOST", "Client"]
+    def create_container(self, config: Mapping[str, Any], name: str | None = None
+                         ) -> dict[str, Any]:
+        return dict(self._json("POST", "/containers/create", {"name": name or None},
+                               body=dict(config)))
+
+    def inspect_container(self, cid: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/containers/{cid}/json"))
+
+    def start(self, cid: str) -> None:
+        self._json("POST", f"/containers/{cid}/start")
+
+    def stop(self, cid: str, timeout: int | None = None, signal: str | None = None) -> None:
+        self._json("POST", f"/containers/{cid}/stop", {"t": timeout, "signal": signal},
+                   timeout=None)
+
+    def restart(self, cid: str, timeout: int | None = None, signal: str | None = None
+                ) -> None:
+        self._json("POST", f"/containers/{cid}/restart", {"t": timeout, "signal": signal},
+                   timeout=None)
+
+    def kill(self, cid: str, signal: str | None = None) -> None:
+        self._json("POST", f"/containers/{cid}/kill", {"signal": signal})
+
+    def pause(self, cid: str) -> None:
+        self._json("POST", f"/containers/{cid}/pause")
+
+    def unpause(self, cid: str) -> None:
+        self._json("POST", f"/containers/{cid}/unpause")
+
+    def remove_container(self, cid: str, force: bool = False, volumes: bool = False) -> None:
+        self._json("DELETE", f"/containers/{cid}", {"force": force, "v": volumes},
+                   timeout=None)
+
+    def rename(self, cid: str, name: str) -> None:
+        self._json("POST", f"/containers/{cid}/rename", {"name": name})
+
+    def resize(self, cid: str, height: int, width: int) -> None:
+        self._json("POST", f"/containers/{cid}/resize", {"h": height, "w": width})
+
+    def wait(self, cid: str, condition: str | None = None) -> dict[str, Any]:
+        """Blocks until the condition (not-running, next-exit, removed); {"StatusCode"...}."""
+        return dict(self._json("POST", f"/containers/{cid}/wait", {"condition": condition},
+                               timeout=None))
+
+    def wait_begin(self, cid: str, condition: str | None = None
+                   ) -> Callable[[], dict[str, Any]]:
+        """Send the wait now (the daemon is waiting once this returns); the returned
+        function blocks for the result. `docker run` waits like this before the start."""
+        conn, resp = self._request("POST", f"/containers/{cid}/wait",
+                                   {"condition": condition}, timeout=False)
+        try:
+            _raise_for(resp)
+        except BaseException:
+            conn.close()
+            raise
+
+        def result() -> dict[str, Any]:
+            try:
+                return dict(json.loads(resp.read()))
+            finally:
+                conn.close()
+
+        return result
+
+    def exec_start_detached(self, eid: str) -> None:
+        self._json("POST", f"/exec/{eid}/start", body={"Detach": True, "Tty": False})
+
+    def logs(self, cid: str, *, follow: bool = False, tail: str | int | None = None,
+             timestamps: bool = False, since: str | None = None, until: str | None = None,
+             stdout: bool = True, stderr: bool = True) -> Iterator[tuple[int, bytes]]:
+        """(stream, data) pairs: 1 stdout, 2 stderr (a TTY container's output is all 1)."""
+        conn, resp = self._request("GET", f"/containers/{cid}/logs", {
+            "follow": follow, "tail": None if tail is None else str(tail),
+            "timestamps": timestamps, "since": since, "until": until,
+            "stdout": stdout, "stderr": stderr}, timeout=False)
+        try:
+            _raise_for(resp)
+            mux = "multiplexed" in (resp.getheader("Content-Type") or "")
+            yield from demux(resp.read, mux)
+        finally:
+            conn.close()
+
+    def hijack(self, method: str, path: str, query: Mapping[str, Any] | None = None,
+               body: Any = None) -> tuple[socket.socket, bytes, bool]:
+        """An upgraded (hijacked) connection for attach and exec start: returns the socket,
+        the bytes already read past the headers, and whether the stream is multiplexed."""
+        q = {k: ("1" if v is True else "0" if v is False else v)
+             for k, v in (query or {}).items() if v is not None}
+        url = self.prefix + urllib.parse.quote(path, safe="/:@")
+        if q:
+            url += "?" + urllib.parse.urlencode(q)
+        data = json.dumps(body).encode() if body is not None else b""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.path)
+        except OSError as e:
+            s.close()
+            raise Unavailable(f"cannot connect to the pyrt daemon at unix://{self.path}: "
+                              f"{e.strerror}") from None
+        head = (f"{method} {url} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+                f"Upgrade: tcp\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n").encode()
+        buf = b""
+        try:
+            s.sendall(head + data)
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise Unavailable(f"pyrt daemon at unix://{self.path}: connection closed "
+                                      f"before the response to {method} {path}")
+                buf += chunk
+        except OSError as e:
+            s.close()
+            raise Unavailable(f"pyrt daemon at unix://{self.path}: {e}") from None
+        header, rest = buf.split(b"\r\n\r\n", 1)
+        lines = header.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {k.strip().lower(): v.strip() for k, _, v in
+                  (ln.partition(":") for ln in lines[1:])}
+        if status >= 400:
+            n = int(fields.get("content-length", "0") or 0)
+            s.settimeout(10)
+            try:
+                while len(rest) < n:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    rest += chunk
+            finally:
+                s.close()
+            try:
+                msg = json.loads(rest).get("message") or rest.decode(errors="replace")
+            except (ValueError, AttributeError):
+                msg = rest.decode(errors="replace").strip() or lines[0]
+            raise error_for_status(status, str(msg))
+        return s, rest, "multiplexed" in fields.get("content-type", "")
+
+    def attach(self, cid: str, *, stdin: bool = False, stdout: bool = True,
+               stderr: bool = True, logs: bool = False, stream: bool = True
+               ) -> tuple[socket.socket, bytes, bool]:
+        return self.hijack("POST", f"/containers/{cid}/attach", {
+            "stdin": stdin, "stdout": stdout, "stderr": stderr, "logs": logs,
+            "stream": stream})
+
+    def exec_create(self, cid: str, config: Mapping[str, Any]) -> str:
+        return str(self._json("POST", f"/containers/{cid}/exec", body=dict(config))["Id"])
+
+    def exec_start(self, eid: str, tty: bool = False,
+                   console_size: tuple[int, int] | None = None
+                   ) -> tuple[socket.socket, bytes, bool]:
+        body: dict[str, Any] = {"Detach": False, "Tty": tty}
+        if console_size:
+            body["ConsoleSize"] = list(console_size)
+        return self.hijack("POST", f"/exec/{eid}/start", body=body)
+
+    def exec_inspect(self, eid: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/exec/{eid}/json"))
+
+    def exec_resize(self, eid: str, height: int, width: int) -> None:
+        self._json("POST", f"/exec/{eid}/resize", {"h": height, "w": width})
+
+    def top(self, cid: str, ps_args: str | None = None) -> dict[str, Any]:
+        return dict(self._json("GET", f"/containers/{cid}/top", {"ps_args": ps_args}))
+
+    def stats(self, cid: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/containers/{cid}/stats", {"stream": False}))
+
+    def changes(self, cid: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/containers/{cid}/changes") or [])
+
+    def commit(self, cid: str, repo: str = "", tag: str = "", author: str = "",
+               comment: str = "", changes: list[str] | None = None, pause: bool = True
+               ) -> str:
+        return str(self._json("POST", "/commit", {
+            "container": cid, "repo": repo or None, "tag": tag or None,
+            "author": author or None, "comment": comment or None,
+            "changes": changes or None, "pause": pause})["Id"])
+
+    def _download(self, path: str, query: Mapping[str, Any] | None, out: IO[bytes]
+                  ) -> dict[str, str]:
+        conn, resp = self._request("GET", path, query, timeout=False)
+        try:
+            _raise_for(resp)
+            while True:
+                chunk = resp.read(1 << 16)
+                if not chunk:
+                    return {k.lower(): v for k, v in resp.getheaders()}
+                out.write(chunk)
+        finally:
+            conn.close()
+
+    def export(self, cid: str, out: IO[bytes]) -> None:
+        self._download(f"/containers/{cid}/export", None, out)
+
+    def get_archive(self, cid: str, path: str, out: IO[bytes]) -> dict[str, Any]:
+        """Write the tar of `path` to `out`; returns its stat (docker's PathStat)."""
+        import base64
+
+        headers = self._download(f"/containers/{cid}/archive", {"path": path}, out)
+        raw = headers.get("x-docker-container-path-stat", "")
+        return dict(json.loads(base64.b64decode(raw))) if raw else {}
+
+    def stat_path(self, cid: str, path: str) -> dict[str, Any]:
+        import base64
+
+        conn, resp = self._request("HEAD", f"/containers/{cid}/archive", {"path": path})
+        try:
+            resp.read()
+            _raise_for(resp, b"")
+            raw = resp.getheader("X-Docker-Container-Path-Stat") or ""
+            return dict(json.loads(base64.b64decode(raw))) if raw else {}
+        finally:
+            conn.close()
+
+    def put_archive(self, cid: str, path: str, src: IO[bytes],
+                    no_overwrite_dir_non_dir: bool = False, copy_uid_gid: bool = False
+                    ) -> None:
+        conn, resp = self._request("PUT", f"/containers/{cid}/archive", {
+            "path": path, "noOverwriteDirNonDir": no_overwrite_dir_non_dir,
+            "copyUIDGID": copy_uid_gid}, body=src,
+            headers={"Content-Type": "application/x-tar"}, timeout=False)
+        try:
+            _raise_for(resp)
+            resp.read()
+        finally:
+            conn.close()
+
+
+def demux(read: Any, multiplexed: bool) -> Iterator[tuple[int, bytes]]:
+    """(stream, data) from a reader (read(n) -> bytes): docker's 8-byte frames
+    [stream, 0, 0, 0, size big-endian] when multiplexed, else raw data on stream 1."""
+    if not multiplexed:
+        while True:
+            data = read(1 << 16)
+            if not data:
+                return
+            yield 1, data
+    while True:
+        head = _read_exact(read, 8)
+        if len(head) < 8:
+            return
+        size = int.from_bytes(head[4:8], "big")
+        data = _read_exact(read, size)
+        yield head[0], data
+        if len(data) < size:
+            return
+
+
+def _read_exact(read: Any, n: int) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        chunk = read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+__all__ = ["DEFAULT_HOST", "Client", "demux"]

@@ -15,6 +15,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pyrt.api.errors import message_of
@@ -30,7 +31,7 @@ from pyrt.api.routing import (
     empty_response,
     json_response,
 )
-from pyrt.errors import InvalidArgument
+from pyrt.errors import InvalidArgument, Unavailable
 from pyrt.images.progress import ProgressEvent
 
 _END = object()
@@ -85,9 +86,16 @@ def _pull(req: Request, from_image: str, tag: str) -> StreamResponse:
     repo = ref.familiar().split("@", 1)[0]
     if ref.tag and not ref.digest:
         repo = repo.rsplit(":", 1)[0]
+    if ref.domain == "docker.io":
+        repo = ref.path  # "Pulling from library/busybox", as docker says
 
     def work(sink: Any) -> Any:
-        return app.engine.images.pull(str(ref), platform=platform, progress=sink)
+        try:
+            return app.engine.images.pull(str(ref), platform=platform, progress=sink)
+        except Unavailable as e:
+            if str(ref) != HELLO_FALLBACK_REFERENCE or platform:
+                raise
+            return _hello_fallback(app, e)
 
     def chunks() -> Iterator[bytes]:
         started = False
@@ -101,6 +109,16 @@ def _pull(req: Request, from_image: str, tag: str) -> StreamResponse:
             if not started:
                 started = True
                 yield _line({"status": f"Pulling from {repo}", "id": shown_tag})
+            if kind == "done" and isinstance(value, _HelloFallback):
+                yield _line({"status": f"{value.reason}: using the hello-world image "
+                                       "built into pyrt"})
+                for layer in value.layers:
+                    yield _line({"status": "Pull complete", "progressDetail": {},
+                                 "id": layer})
+                yield _line({"status": f"Digest: {value.digest}"})
+                yield _line({"status": f"Status: {value.status}"})
+                _publish(app, "image", "pull", ref.familiar(), {"name": ref.familiar()})
+                return
             if kind == "event":
                 ev: ProgressEvent = value
                 if ev.id not in announced:
@@ -123,6 +141,34 @@ def _pull(req: Request, from_image: str, tag: str) -> StreamResponse:
                 _publish(app, "image", "pull", ref.familiar(), {"name": ref.familiar()})
 
     return StreamResponse(chunks=chunks())
+
+
+#: the one image a pull falls back to when its registry cannot be reached
+HELLO_FALLBACK_REFERENCE = "docker.io/library/hello-world:latest"
+
+
+@dataclass
+class _HelloFallback:
+    reason: str
+    digest: str
+    layers: list[str]
+    status: str
+
+
+def _hello_fallback(app: App, cause: Unavailable) -> _HelloFallback:
+    """docker.io is unreachable: register the hello-world image built into pyrt
+    (pyrt.images.hello) as hello-world:latest instead; the stream says so."""
+    from pyrt.images.hello import hello_world_image
+
+    images = app.engine.images
+    before = images.inspect(HELLO_FALLBACK_REFERENCE)["Id"] if images.exists(
+        HELLO_FALLBACK_REFERENCE) else None
+    digest = hello_world_image(images.store, images)
+    info = images.inspect(HELLO_FALLBACK_REFERENCE)
+    layers = [d.split(":", 1)[1][:12] for d in info["RootFS"]["Layers"]]
+    status = ("Image is up to date for hello-world:latest" if before == info["Id"]
+              else "Downloaded newer image for hello-world:latest")
+    return _HelloFallback(reason=str(cause), digest=digest, layers=layers, status=status)
 
 
 def _import(req: Request) -> StreamResponse:
