@@ -49,7 +49,78 @@ static char **g_argv;
 
 static const char PY_MAIN[] = "import sys\nfrom pyrt.runtime.cli import main\nsys.exit(main())";
 
-static int find_python(char *out, size_t n) {
+/* The fast start (python -P -S): no site module, so no .pth files and no site-packages
+ * scan; argv[1] is the venv's site-packages, which this puts on sys.path itself. If pyrt
+ * cannot be imported from there (an editable install through a .pth file, say), site runs
+ * after all and the import is tried again.
+ *
+ * pyrt/__init__.py imports typing for TYPE_CHECKING and Any, which it uses in annotations
+ * only; typing drags in re, contextlib, collections and functools (~10 ms per command).
+ * While pyrt/__init__.py runs, "typing" is a stand-in that has those two names and hands
+ * any other name to the real typing module; it is gone from sys.modules right after. */
+static const char PY_MAIN_FAST[] =
+    "import sys\n"
+    "sys.path.append(sys.argv.pop(1))\n"
+    "if 'typing' not in sys.modules:\n"
+    "    class _Typing(type(sys)):\n"
+    "        TYPE_CHECKING = False\n"
+    "        Any = object\n"
+    "        def __getattr__(self, name):\n"
+    "            sys.modules.pop('typing', None)\n"
+    "            import typing\n"
+    "            return getattr(typing, name)\n"
+    "    sys.modules['typing'] = _Typing('typing')\n"
+    "    try:\n"
+    "        import pyrt\n"
+    "    except ImportError:\n"
+    "        pass\n"
+    "    finally:\n"
+    "        if isinstance(sys.modules.get('typing'), _Typing):\n"
+    "            del sys.modules['typing']\n"
+    "        del _Typing\n"
+    "try:\n"
+    "    from pyrt.runtime.cli import main\n"
+    "except ImportError:\n"
+    "    import site\n"
+    "    site.main()\n"
+    "    from pyrt.runtime.cli import main\n"
+    "sys.exit(main())";
+
+/* <prefix>/lib/pythonX.Y/site-packages of the venv this binary is installed in, when the
+ * fast start can be used: the interpreter is the venv's own (not PYRT_RUNC_PYTHON), the
+ * venv does not include the system site-packages (which only site would add), and pyrt is
+ * installed right there. 0 on success, -1 to start Python the usual way. */
+static int fast_site_packages(const char *bindir, char *out, size_t n) {
+  char path[PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/../pyvenv.cfg", bindir) >= sizeof path) return -1;
+  FILE *f = fopen(path, "re");
+  if (f == NULL) return -1;
+  char line[512];
+  int major = -1, minor = -1, system_site = 1;
+  while (fgets(line, sizeof line, f) != NULL) {
+    char key[64], val[256];
+    if (sscanf(line, " %63[^= \t] = %255s", key, val) != 2) continue;
+    if (strcmp(key, "include-system-site-packages") == 0)
+      system_site = strcasecmp(val, "false") != 0;
+    else if (strcmp(key, "version") == 0 || strcmp(key, "version_info") == 0)
+      if (sscanf(val, "%d.%d", &major, &minor) != 2) major = minor = -1;
+  }
+  fclose(f);
+  if (system_site || major < 3 || minor < 0) return -1;
+  char prefix[PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/..", bindir) >= sizeof path ||
+      realpath(path, prefix) == NULL)
+    return -1;
+  if ((size_t)snprintf(out, n, "%s/lib/python%d.%d/site-packages", prefix, major, minor) >= n ||
+      (size_t)snprintf(path, sizeof path, "%s/pyrt/runtime/cli.py", out) >= sizeof path ||
+      access(path, R_OK) != 0)
+    return -1;
+  return 0;
+}
+
+/* The interpreter to delegate to; *fast set when fast_site_packages found `site`. */
+static int find_python(char *out, size_t n, char *site, size_t site_n, int *fast) {
+  *fast = 0;
   const char *env = getenv("PYRT_RUNC_PYTHON");
   if (env != NULL && env[0] != '\0') {
     if (strlen(env) >= n) return -1;
@@ -66,28 +137,37 @@ static int find_python(char *out, size_t n) {
   static const char *const names[] = {"python3", "python"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     if ((size_t)snprintf(out, n, "%s/%s", self, names[i]) >= n) return -1;
-    if (access(out, X_OK) == 0) return 0;
+    if (access(out, X_OK) == 0) {
+      *fast = getenv("PYRT_RUNC_SLOW_START") == NULL &&
+              fast_site_packages(self, site, site_n) == 0;
+      return 0;
+    }
   }
   return -1;
 }
 
 static void delegate(void) __attribute__((noreturn));
 static void delegate(void) {
-  char py[PATH_MAX];
-  if (find_python(py, sizeof py) < 0) {
+  char py[PATH_MAX], site[PATH_MAX];
+  int fast;
+  if (find_python(py, sizeof py, site, sizeof site, &fast) < 0) {
     fprintf(stderr, "pyrt-runc: cannot find the Python interpreter next to %s "
                     "(set PYRT_RUNC_PYTHON)\n", g_argv[0]);
     exit(1);
   }
   int argc = 0;
   while (g_argv[argc] != NULL) argc++;
-  char **av = calloc((size_t)argc + 5, sizeof *av);
+  char **av = calloc((size_t)argc + 7, sizeof *av);
   if (av == NULL) exit(1);
-  av[0] = py;
-  av[1] = "-P";
-  av[2] = "-c";
-  av[3] = (char *)PY_MAIN;
-  for (int i = 1; i < argc; i++) av[3 + i] = g_argv[i];
+  int k = 0;
+  av[k++] = py;
+  av[k++] = "-P";
+  if (fast) av[k++] = "-S";
+  av[k++] = "-c";
+  av[k++] = (char *)(fast ? PY_MAIN_FAST : PY_MAIN);
+  if (fast) av[k++] = site;
+  for (int i = 1; i < argc; i++) av[k++] = g_argv[i];
+  av[k] = NULL;
   fflush(stdout);
   execv(py, av);
   fprintf(stderr, "pyrt-runc: exec %s: %s\n", py, strerror(errno));

@@ -8,14 +8,12 @@ a spec written for a newer kernel still runs on an older one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from functools import lru_cache
-from typing import TYPE_CHECKING
+from pyrt.errors import InvalidArgument
 
+TYPE_CHECKING = False  # no typing or functools at run time (pyrt-runc start-up)
 if TYPE_CHECKING:
     import logging
-
-from pyrt.errors import InvalidArgument
+    from collections.abc import Iterable
 
 
 def _log() -> logging.Logger:
@@ -79,17 +77,23 @@ CAP_LAST_KNOWN = len(_NAMES) - 1
 _CAP_LAST_CAP_FILE = "/proc/sys/kernel/cap_last_cap"
 
 
-@lru_cache(maxsize=1)
+_last_cap: list[int] = []  # kernel_last_cap's answer, once read
+
+
 def kernel_last_cap() -> int:
-    """The highest capability number the running kernel supports.
+    """The highest capability number the running kernel supports (read once).
 
     Falls back to the highest one this module knows when /proc cannot be read.
     """
+    if _last_cap:
+        return _last_cap[0]
     try:
         with open(_CAP_LAST_CAP_FILE, encoding="ascii") as f:
-            return int(f.read().strip())
+            last = int(f.read().strip())
     except (OSError, ValueError):
-        return CAP_LAST_KNOWN
+        last = CAP_LAST_KNOWN
+    _last_cap.append(last)
+    return last
 
 
 def cap_number(name: str, field: str) -> int:

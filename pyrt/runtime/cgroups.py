@@ -22,21 +22,49 @@ controller is used.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
-import re
-import signal as _signal
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
+
+# the ABCs themselves, without the collections package (collections.abc re-exports these)
+from _collections_abc import Mapping
 
 from pyrt import _core
 from pyrt.errors import FailedPrecondition, InvalidArgument, SystemError_
+from pyrt.runtime.state import suppress
+
+# pyrt-runc create imports this module in a fresh interpreter for every container, so it
+# avoids typing, dataclasses, re, signal and contextlib at import time: plain classes with
+# __slots__, string methods instead of regular expressions, signal numbers as ints.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any, ClassVar, Literal
+    from typing import Protocol as _Protocol
+    from typing import runtime_checkable as _runtime_checkable
+
+    LayoutKind = Literal["v1", "v2", "hybrid"]
+    FreezerState = Literal["FROZEN", "THAWED"]
+else:
+
+    class _ProtocolMeta(type):
+        """isinstance(x, CgroupManager) without typing: x has every method of the protocol."""
+
+        def __instancecheck__(cls, obj: object) -> bool:
+            return all(hasattr(obj, m) for m in cls.__dict__.get("_members", ()))
+
+    class _Protocol(metaclass=_ProtocolMeta):
+        pass
+
+    def _runtime_checkable(cls: type) -> type:
+        cls._members = tuple(k for k in vars(cls) if not k.startswith("_"))
+        return cls
 
 
-class _CoreCgroup(Protocol):
+SIGKILL = 9  # the same number on every Linux architecture (signal.SIGKILL)
+
+
+class _CoreCgroup(_Protocol):
     """The cgroup part of pyrt._core (csrc/bind/bind_cgroup.cpp), typed here so this
     module checks whether or not _core.pyi lists these functions yet."""
 
@@ -50,11 +78,8 @@ class _CoreCgroup(Protocol):
     def cgroup_device_filter_count(self, cgroup_dir: str) -> int: ...
 
 
-_cc = cast(_CoreCgroup, _core)
+_cc: _CoreCgroup = _core
 
-
-LayoutKind = Literal["v1", "v2", "hybrid"]
-FreezerState = Literal["FROZEN", "THAWED"]
 Stats = dict[str, dict[str, int]]
 
 # v1 subsystems pyrt knows (a mount's super options also name "rw", "relatime"...)
@@ -70,35 +95,102 @@ _FREEZE_TIMEOUT = 5.0
 _KILL_TIMEOUT = 5.0
 
 
+# ---- value classes -------------------------------------------------------------------
+
+
+class _Value:
+    """Base of the small immutable records below: equality, hash and repr over the fields
+    (__slots__), and no assignment after __init__ (as a frozen dataclass)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Value)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _init(self, **values: object) -> None:
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+
+
 # ---- layout --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(_Value):
     """One mounted cgroup hierarchy."""
 
+    __slots__ = ("mountpoint", "root", "controllers")
     mountpoint: str
     root: str  # the mount's root inside the hierarchy ("/" unless bind-mounted)
     controllers: frozenset[str]  # v1: subsystems and "name=..."; v2: cgroup.controllers
 
+    def __init__(self, mountpoint: str, root: str, controllers: frozenset[str]) -> None:
+        self._init(mountpoint=mountpoint, root=root, controllers=controllers)
 
-@dataclass(frozen=True)
-class CgroupLayout:
+
+class CgroupLayout(_Value):
+    __slots__ = ("kind", "v1", "unified")
     kind: LayoutKind
-    v1: dict[str, Hierarchy] = field(default_factory=dict)  # controller -> hierarchy
-    unified: Hierarchy | None = None
+    v1: dict[str, Hierarchy]  # controller -> hierarchy
+    unified: Hierarchy | None
+
+    def __init__(
+        self, kind: LayoutKind, v1: dict[str, Hierarchy] | None = None,
+        unified: Hierarchy | None = None,
+    ) -> None:  # fmt: skip
+        self._init(kind=kind, v1={} if v1 is None else v1, unified=unified)
 
 
-@dataclass(frozen=True)
-class MountEntry:
+class MountEntry(_Value):
+    __slots__ = ("root", "mountpoint", "fstype", "super_options")
     root: str
     mountpoint: str
     fstype: str
     super_options: tuple[str, ...]
 
+    def __init__(
+        self, root: str, mountpoint: str, fstype: str, super_options: tuple[str, ...]
+    ) -> None:
+        self._init(root=root, mountpoint=mountpoint, fstype=fstype, super_options=super_options)
+
+
+_OCTAL = frozenset("01234567")
+
 
 def _unescape(s: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+    """Undo mountinfo's octal escapes (\\040 for a space...)."""
+    if "\\" not in s:
+        return s
+    out: list[str] = []
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        digits = s[i + 1 : i + 4]
+        if c == "\\" and len(digits) == 3 and _OCTAL.issuperset(digits):
+            out.append(chr(int(digits, 8)))
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 def parse_mountinfo(text: str) -> list[MountEntry]:
@@ -156,17 +248,28 @@ def _read_controllers(path: str) -> frozenset[str]:
         return frozenset()
 
 
+# the host's layout and the mountinfo text it was read from: reused while that is unchanged
+_host_layout: tuple[str, CgroupLayout] | None = None
+
+
 def detect_layout(root: str = "/") -> CgroupLayout:
     """The cgroup layout of this host; root prefixes every path read (for tests)."""
+    global _host_layout
     try:
         with open(os.path.join(root, "proc/self/mountinfo")) as f:
             text = f.read()
     except OSError as e:
         raise SystemError_(f"read mountinfo: {e}", e.errno) from None
-    return layout_from_mountinfo(
+    cached = _host_layout
+    if root == "/" and cached is not None and cached[0] == text:
+        return cached[1]
+    layout = layout_from_mountinfo(
         text,
         lambda mp: _read_controllers(os.path.join(root, mp.lstrip("/"), "cgroup.controllers")),
     )
+    if root == "/":
+        _host_layout = (text, layout)
+    return layout
 
 
 def parse_proc_cgroup(text: str) -> dict[str, str]:
@@ -256,13 +359,19 @@ def open_cgroup(
 # ---- resources: validation -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DeviceRule:
+class DeviceRule(_Value):
+    __slots__ = ("allow", "type", "major", "minor", "access")
     allow: bool
-    type: str = "a"  # a, b, c
-    major: int = -1  # -1: any
-    minor: int = -1
-    access: str = "rwm"
+    type: str  # a, b, c
+    major: int  # -1: any
+    minor: int
+    access: str
+
+    def __init__(
+        self, allow: bool, type: str = "a", major: int = -1, minor: int = -1,
+        access: str = "rwm",
+    ) -> None:  # fmt: skip
+        self._init(allow=allow, type=type, major=major, minor=minor, access=access)
 
     def v1_line(self) -> str:
         if self.type == "a":
@@ -289,28 +398,66 @@ DEFAULT_DEVICE_RULES: tuple[DeviceRule, ...] = (
 )
 
 
-@dataclass
 class Resources:
     """linux.resources, validated. None: leave the setting alone."""
 
-    memory_limit: int | None = None
-    memory_reservation: int | None = None
-    memory_swap: int | None = None
-    memory_swappiness: int | None = None
-    disable_oom_killer: bool | None = None
-    cpu_shares: int | None = None
-    cpu_quota: int | None = None
-    cpu_period: int | None = None
-    cpu_burst: int | None = None
-    cpu_rt_runtime: int | None = None
-    cpu_rt_period: int | None = None
-    cpu_idle: int | None = None
-    cpus: str | None = None
-    mems: str | None = None
-    pids_limit: int | None = None
-    devices: list[DeviceRule] | None = None
-    hugepages: list[tuple[str, int]] = field(default_factory=list)
-    unified: dict[str, str] = field(default_factory=dict)
+    __slots__ = (
+        "memory_limit", "memory_reservation", "memory_swap", "memory_swappiness",
+        "disable_oom_killer", "cpu_shares", "cpu_quota", "cpu_period", "cpu_burst",
+        "cpu_rt_runtime", "cpu_rt_period", "cpu_idle", "cpus", "mems", "pids_limit",
+        "devices", "hugepages", "unified",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        memory_limit: int | None = None,
+        memory_reservation: int | None = None,
+        memory_swap: int | None = None,
+        memory_swappiness: int | None = None,
+        disable_oom_killer: bool | None = None,
+        cpu_shares: int | None = None,
+        cpu_quota: int | None = None,
+        cpu_period: int | None = None,
+        cpu_burst: int | None = None,
+        cpu_rt_runtime: int | None = None,
+        cpu_rt_period: int | None = None,
+        cpu_idle: int | None = None,
+        cpus: str | None = None,
+        mems: str | None = None,
+        pids_limit: int | None = None,
+        devices: list[DeviceRule] | None = None,
+        hugepages: list[tuple[str, int]] | None = None,
+        unified: dict[str, str] | None = None,
+    ) -> None:
+        self.memory_limit = memory_limit
+        self.memory_reservation = memory_reservation
+        self.memory_swap = memory_swap
+        self.memory_swappiness = memory_swappiness
+        self.disable_oom_killer = disable_oom_killer
+        self.cpu_shares = cpu_shares
+        self.cpu_quota = cpu_quota
+        self.cpu_period = cpu_period
+        self.cpu_burst = cpu_burst
+        self.cpu_rt_runtime = cpu_rt_runtime
+        self.cpu_rt_period = cpu_rt_period
+        self.cpu_idle = cpu_idle
+        self.cpus = cpus
+        self.mems = mems
+        self.pids_limit = pids_limit
+        self.devices = devices
+        self.hugepages: list[tuple[str, int]] = [] if hugepages is None else hugepages
+        self.unified: dict[str, str] = {} if unified is None else unified
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"Resources({inner})"
 
 
 _MEMORY_KEYS = {"limit", "reservation", "swap", "swappiness", "disableOOMKiller"}
@@ -319,9 +466,36 @@ _CPU_KEYS = {"shares", "quota", "period", "burst", "realtimeRuntime", "realtimeP
              "cpus", "mems", "idle"}  # fmt: skip
 _UNSUPPORTED = {"blockIO", "network", "rdma"}
 _TOP_KEYS = {"memory", "cpu", "pids", "devices", "hugepageLimits", "unified"} | _UNSUPPORTED
-_CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-_PAGE_SIZE = re.compile(r"^\d+[KMG]B$")
-_UNIFIED_KEY = re.compile(r"^[a-z_]+\.[A-Za-z0-9_.]+$")
+# The three checks below are what the regular expressions ^\d+(-\d+)?(,\d+(-\d+)?)*$,
+# ^\d+[KMG]B$ and ^[a-z_]+\.[A-Za-z0-9_.]+$ accept (re's \d is str.isdecimal, and its $
+# also matches before a final newline), written with string methods.
+_KEY_HEAD = frozenset("abcdefghijklmnopqrstuvwxyz_")
+_KEY_TAIL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.")
+
+
+def _before_final_newline(s: str) -> str:
+    return s[:-1] if s.endswith("\n") else s
+
+
+def _is_cpu_list(s: str) -> bool:
+    """'0-3,5' and the like."""
+    for part in _before_final_newline(s).split(","):
+        lo, dash, hi = part.partition("-")
+        if not (lo.isdecimal() and (not dash or hi.isdecimal())):
+            return False
+    return True
+
+
+def _is_page_size(s: str) -> bool:
+    """'2MB', '1GB', '64KB'..."""
+    s = _before_final_newline(s)
+    return len(s) >= 3 and s[-1] == "B" and s[-2] in "KMG" and s[:-2].isdecimal()
+
+
+def _is_unified_key(s: str) -> bool:
+    """'memory.max', 'io.bfq.weight'...: controller, dot, file name."""
+    head, dot, tail = _before_final_newline(s).partition(".")
+    return bool(head and dot and tail) and _KEY_HEAD.issuperset(head) and _KEY_TAIL.issuperset(tail)
 
 
 def _int(
@@ -405,7 +579,7 @@ def validate_resources(resources: Mapping[str, Any]) -> Resources:
         v = cpu.get(key)
         if v is None or v == "":
             continue
-        if not isinstance(v, str) or not _CPU_LIST.match(v):
+        if not isinstance(v, str) or not _is_cpu_list(v):
             raise InvalidArgument(f"{wc}.{key}: must be a list like '0-3,5', not {v!r}")
         setattr(r, key, v)
 
@@ -428,7 +602,7 @@ def validate_resources(resources: Mapping[str, Any]) -> Resources:
             if not isinstance(h, Mapping):
                 raise InvalidArgument(f"{wh}: must be an object")
             size = h.get("pageSize")
-            if not isinstance(size, str) or not _PAGE_SIZE.match(size):
+            if not isinstance(size, str) or not _is_page_size(size):
                 raise InvalidArgument(f"{wh}.pageSize: must look like '2MB', not {size!r}")
             limit = _int(h, "limit", wh, 0, what="must be non-negative")
             if limit is None:
@@ -440,7 +614,7 @@ def validate_resources(resources: Mapping[str, Any]) -> Resources:
         if not isinstance(uni, Mapping):
             raise InvalidArgument(f"{w}.unified: must be an object")
         for k, v in uni.items():
-            if not isinstance(k, str) or not _UNIFIED_KEY.match(k) or k.startswith("cgroup."):
+            if not isinstance(k, str) or not _is_unified_key(k) or k.startswith("cgroup."):
                 raise InvalidArgument(f"{w}.unified.{k}: not a controller file name")
             if not isinstance(v, str):
                 raise InvalidArgument(f"{w}.unified.{k}: value must be a string")
@@ -478,8 +652,8 @@ def shares_to_weight(shares: int) -> int:
 # ---- the protocol --------------------------------------------------------------------
 
 
-@runtime_checkable
-class CgroupManager(Protocol):
+@_runtime_checkable
+class CgroupManager(_Protocol):
     """One container's cgroup, in every hierarchy the host has."""
 
     def create(self) -> None: ...
@@ -489,7 +663,7 @@ class CgroupManager(Protocol):
     def thaw(self) -> None: ...
     def freezer_state(self) -> FreezerState: ...
     def pids(self) -> list[int]: ...
-    def kill_all(self, sig: int = _signal.SIGKILL) -> None: ...
+    def kill_all(self, sig: int = SIGKILL) -> None: ...
     def stats(self) -> Stats: ...
     def oom_killed(self) -> bool: ...
     def destroy(self) -> None: ...
@@ -638,7 +812,7 @@ def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def _signal_all(pids: Iterable[int], sig: int) -> None:
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
+        with suppress(ProcessLookupError):
             os.kill(pid, sig)
 
 
@@ -862,7 +1036,7 @@ class V1Manager:
                 return _procs_under(self.paths[c])
         return _procs_under(self._dirs()[0])
 
-    def kill_all(self, sig: int = _signal.SIGKILL) -> None:
+    def kill_all(self, sig: int = SIGKILL) -> None:
         can_freeze = "freezer" in self.paths and os.path.isdir(self.paths["freezer"])
         if can_freeze:
             self.freeze()
@@ -871,7 +1045,7 @@ class V1Manager:
         finally:
             if can_freeze:
                 self.thaw()
-        if sig == _signal.SIGKILL:
+        if sig == SIGKILL:
             _wait_until(lambda: not self.pids(), _KILL_TIMEOUT, "kill every process in cgroup")
 
     def stats(self) -> Stats:
@@ -1015,7 +1189,7 @@ class V2Manager:
             p.add(f"{wc}.shares", self._f("cpu.weight"), shares_to_weight(r.cpu_shares))
         if r.cpu_quota is not None or r.cpu_period is not None:
             quota, period = "max", "100000"
-            with contextlib.suppress(FileNotFoundError, ValueError):
+            with suppress(FileNotFoundError, ValueError):
                 quota, period = _read(self._f("cpu.max")).split()
             if r.cpu_quota is not None:
                 quota = lim(r.cpu_quota)
@@ -1065,8 +1239,8 @@ class V2Manager:
     def pids(self) -> list[int]:
         return _procs_under(self.path)
 
-    def kill_all(self, sig: int = _signal.SIGKILL) -> None:
-        if sig == _signal.SIGKILL and os.path.exists(self._f("cgroup.kill")):
+    def kill_all(self, sig: int = SIGKILL) -> None:
+        if sig == SIGKILL and os.path.exists(self._f("cgroup.kill")):
             _core_call(_cc.cgroup_write, self._f("cgroup.kill"), "1", field_name="kill")
         else:
             self.freeze()
@@ -1074,7 +1248,7 @@ class V2Manager:
                 _signal_all(self.pids(), sig)
             finally:
                 self.thaw()
-        if sig == _signal.SIGKILL:
+        if sig == SIGKILL:
             _wait_until(lambda: not self.pids(), _KILL_TIMEOUT, "kill every process in cgroup")
 
     def stats(self) -> Stats:
@@ -1173,10 +1347,10 @@ class FakeManager:
     def pids(self) -> list[int]:
         return sorted(self.procs)
 
-    def kill_all(self, sig: int = _signal.SIGKILL) -> None:
+    def kill_all(self, sig: int = SIGKILL) -> None:
         self._alive("kill")
         self.signals.extend((p, sig) for p in self.procs)
-        if sig == _signal.SIGKILL:
+        if sig == SIGKILL:
             self.procs = []
 
     def _limit(self, attr: str) -> int:

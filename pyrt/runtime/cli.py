@@ -9,17 +9,20 @@ to that file (--log-format json writes {"level","msg","time"} lines, as containe
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
+# every pyrt-runc create runs this module in a fresh interpreter: json, signal,
+# contextlib and typing are imported only where a command needs them
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
     from pyrt.runtime.runtime import Runtime
+
+    _Opt = tuple[str, str, Any]  # (dest, kind, default)
 
 VERSION = "0.1.0"
 COMMIT = "dev"
@@ -36,6 +39,8 @@ class UsageError(Exception):
 
 def parse_signal(text: str) -> int:
     """A signal from '9', 'KILL', 'SIGKILL', 'sigkill', 'RTMIN+1'; UsageError otherwise."""
+    import signal
+
     s = text.strip()
     if not s:
         raise UsageError("invalid signal: empty")
@@ -84,8 +89,8 @@ class Args:
         return f"Args({self.__dict__!r})"
 
 
-# kinds: "bool", "str", "int" (any integer), "nonneg" (integer >= 0), "append" (list)
-_Opt = tuple[str, str, Any]  # (dest, kind, default)
+# kinds: "bool", "str", "int" (any integer), "nonneg" (integer >= 0), "append" (list);
+# an option is _Opt: (dest, kind, default)
 
 _GLOBAL: dict[str, _Opt] = {
     "root": ("root", "str", DEFAULT_ROOT),
@@ -354,6 +359,8 @@ class _Log:
 
     def _emit(self, level: str, msg: str) -> None:
         if self.fmt == "json":
+            import json
+
             t = time.time()
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
             stamp += f".{int((t % 1) * 1e9):09d}Z"
@@ -392,23 +399,28 @@ def _runtime(args: Args) -> Runtime:
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    from pyrt.runtime.state import json_dumps
+
+    sys.stdout.write(json_dumps(obj, indent=2) + "\n")
 
 
 class _Forwarder:
     """Forward the usual terminating signals to a foreground container process."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-               signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)  # fmt: skip
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
     def __init__(self) -> None:
+        import signal
+
         self.pid = 0
-        for s in self.SIGNALS:
-            signal.signal(s, self._handle)
+        for name in self.SIGNALS:
+            signal.signal(getattr(signal, name), self._handle)
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.pid > 0:
-            with contextlib.suppress(ProcessLookupError):
+            from pyrt.runtime.state import suppress
+
+            with suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
 
     def started(self, pid: int) -> None:
@@ -478,6 +490,8 @@ def parse_user(text: str) -> tuple[int, int | None]:
 
 def build_exec_process(args: Args, base: dict[str, Any]) -> dict[str, Any]:
     """The process.json of an exec: from --process, or the container's process + flags."""
+    import json
+
     if args.process:
         try:
             with open(args.process, "rb") as f:
@@ -553,6 +567,8 @@ def cmd_exec(args: Args) -> int:
 
 
 def cmd_ps(args: Args) -> int:
+    import json
+
     pids = _runtime(args).ps(args.container_id)
     if args.format == "json":
         sys.stdout.write(json.dumps(pids) + "\n")
@@ -582,6 +598,8 @@ def cmd_ps(args: Args) -> int:
 
 
 def cmd_list(args: Args) -> int:
+    import json
+
     states = _runtime(args).list()
     if args.quiet:
         for s in states:
@@ -602,6 +620,8 @@ def cmd_list(args: Args) -> int:
 
 
 def cmd_spec(args: Args) -> int:
+    import json
+
     from pyrt.runtime.default_spec import default_spec
     from pyrt.runtime.state import atomic_write
 
@@ -631,6 +651,8 @@ def cmd_features(args: Args) -> int:
 
 def resources_from_flags(args: Args) -> dict[str, Any]:
     """The linux.resources object of `update`: from --resources (file or '-') or flags."""
+    import json
+
     if args.resources is not None:
         try:
             if args.resources == "-":
@@ -694,6 +716,8 @@ def _parse_interval(text: str) -> float:
 
 
 def cmd_events(args: Args) -> int:
+    import json
+
     rt = _runtime(args)
     interval = _parse_interval(args.interval)
     while True:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from pyrt.errors import InvalidArgument, SystemError_
+
+TYPE_CHECKING = False  # typing is not imported at run time (pyrt-runc start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 HOOK_NAMES = (
     "prestart",

@@ -12,14 +12,10 @@ the process that created it; a CLI create exits and leaves it to its subreaper.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import select
-import signal
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from pyrt.errors import (
     Conflict,
@@ -31,18 +27,23 @@ from pyrt.errors import (
 )
 from pyrt.runtime import hooks as _hooks
 from pyrt.runtime.state import (
+    SIGKILL,
+    SIGTERM,
     ContainerDir,
     atomic_write,
     compute_status,
+    json_dumps,
     list_ids,
     now_rfc3339,
     pid_start_time,
     process_alive,
+    suppress,
     validate_id,
 )
 
-# shutil and socket are imported where they are used: pyrt-runc pays for every import at
-# each command (see csrc/runc/main.c)
+# shutil and socket are imported where they are used, and contextlib, json, signal and
+# typing not at all: pyrt-runc pays for every import at each command (see csrc/runc/main.c)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable
@@ -256,7 +257,7 @@ class Runtime:
         pid = int(record.get("pid") or 0)
         self._reap(pid)
         cg = None
-        with contextlib.suppress(PyrtError, OSError, KeyError, TypeError, ValueError):
+        with suppress(PyrtError, OSError, KeyError, TypeError, ValueError):
             cg = self._cgroup(record)
         return compute_status(cdir, record, cg.freezer_state if cg is not None else None)
 
@@ -322,10 +323,8 @@ class Runtime:
         cdir = self._dir(container_id)
         if not cdir.make():
             raise Conflict(f"container '{container_id}' already exists")
-        import shutil
-
         cleanup = _Cleanup()
-        cleanup.push(lambda: shutil.rmtree(cdir.path, ignore_errors=True))
+        cleanup.push(lambda: _rmtree(cdir.path))
         try:
             with cdir.locked():
                 return self._create_locked(
@@ -372,13 +371,12 @@ class Runtime:
             "cgroup": None,
             "config": spec,
         }
-        cdir.write(record)
-
         cg = cgroups.open_cgroup(linux.get("cgroupsPath"), cdir.id)
+        record["cgroup"] = cg.to_state()
+        # one write before the cgroup exists: a delete after a failed create then finds it
+        cdir.write(record)
         cg.create()
         cleanup.push(cg.destroy)
-        record["cgroup"] = cg.to_state()
-        cdir.write(record)
         resources = _with_default_devices(linux)
         if resources:
             cg.apply(resources)
@@ -399,7 +397,7 @@ class Runtime:
         ns_types = [
             n.get("type", "") for n in (linux.get("namespaces") or []) if isinstance(n, dict)
         ]
-        start_state = json.dumps(self._oci_state(record, "created"))
+        start_state = json_dumps(self._oci_state(record, "created"))
         spawned: list[int] = []
         barrier_error: list[BaseException] = []
 
@@ -409,7 +407,7 @@ class Runtime:
                 record["pid"] = pid
                 record["pid_start"] = pid_start_time(pid)
                 cdir.write(record)
-                state_json = json.dumps(self._oci_state(record, "creating"))
+                state_json = json_dumps(self._oci_state(record, "creating"))
                 for kind in ("prestart", "createRuntime"):
                     _hooks.run_hooks(all_hooks[kind], state_json, kind=kind)
                 _hooks.run_hooks(
@@ -464,9 +462,9 @@ class Runtime:
         return pid
 
     def _kill_and_reap(self, pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
+        with suppress(ProcessLookupError):
+            os.kill(pid, SIGKILL)
+        with suppress(ChildProcessError):
             os.waitpid(pid, 0)
 
     def start(self, container_id: str) -> None:
@@ -508,14 +506,14 @@ class Runtime:
                         )
             finally:
                 os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(cdir.fifo_path)
             record["status"] = "running"
             cdir.write(record)
             spec = record.get("config") or {}
             poststart = _hooks.hooks_of(spec, "poststart")
             if poststart:
-                state_json = json.dumps(self._oci_state(record, "running"))
+                state_json = json_dumps(self._oci_state(record, "running"))
                 _hooks.run_hooks(poststart, state_json, kind="poststart", warn_only=True)
 
     def config(self, container_id: str) -> dict[str, Any]:
@@ -529,7 +527,7 @@ class Runtime:
         cdir, record = self._load(container_id)
         return self._oci_state(record, self._status(cdir, record))
 
-    def kill(self, container_id: str, sig: int = signal.SIGTERM, all: bool = False) -> None:
+    def kill(self, container_id: str, sig: int = SIGTERM, all: bool = False) -> None:
         """Send sig to the container's init (or, with all, to every process in it)."""
         cdir, record = self._load(container_id)
         status = self._status(cdir, record)
@@ -570,7 +568,7 @@ class Runtime:
             pid = int(record.get("pid") or 0)
             start = record.get("pid_start")
             cg = None
-            with contextlib.suppress(PyrtError, OSError, KeyError, TypeError, ValueError):
+            with suppress(PyrtError, OSError, KeyError, TypeError, ValueError):
                 cg = self._cgroup(record)
             if status in ("running", "paused", "creating") and not force:
                 raise FailedPrecondition(
@@ -578,23 +576,23 @@ class Runtime:
                 )
             if status != "stopped":
                 if cg is not None:
-                    with contextlib.suppress(OSError, PyrtError):
+                    with suppress(OSError, PyrtError):
                         cg.thaw()
                 if pid > 0 and process_alive(pid, start):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, SIGKILL)
                 if cg is not None:
-                    with contextlib.suppress(OSError, PyrtError):
-                        cg.kill_all(signal.SIGKILL)
+                    with suppress(OSError, PyrtError):
+                        cg.kill_all(SIGKILL)
                 if pid > 0:
                     self._wait_gone(pid, start)
             self._reap(pid)
             spec = record.get("config") or {}
             poststop = []
-            with contextlib.suppress(InvalidArgument):
+            with suppress(InvalidArgument):
                 poststop = _hooks.hooks_of(spec, "poststop")
             if poststop:
-                state_json = json.dumps(self._oci_state(record, "stopped"))
+                state_json = json_dumps(self._oci_state(record, "stopped"))
                 _hooks.run_hooks(poststop, state_json, kind="poststop", warn_only=True)
             if cg is not None:
                 try:
@@ -645,7 +643,7 @@ class Runtime:
         try:
             self.start(container_id)
         except BaseException:
-            with contextlib.suppress(PyrtError):
+            with suppress(PyrtError):
                 self.delete(container_id, force=True)
             raise
         if detach:
@@ -718,7 +716,7 @@ class Runtime:
         """The state of every container under the root."""
         out = []
         for cid in list_ids(self.root):
-            with contextlib.suppress(NotFound):
+            with suppress(NotFound):
                 out.append(self.state(cid))
         return out
 
@@ -796,6 +794,12 @@ class Runtime:
             },
             "annotations": {"io.github.pyrt.runtime.version": "0.1.0"},
         }
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _cgroup_dirs(cg: Any) -> dict[str, str]:

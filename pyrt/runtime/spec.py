@@ -8,14 +8,17 @@ cannot honour are refused rather than silently dropped.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections.abc import Mapping
-from typing import Any
 
 from pyrt.errors import InvalidArgument
 from pyrt.runtime.capabilities import check_cap_names
+
+# pyrt-runc create loads this module in a fresh interpreter per container: no json, re or
+# typing at import (see pyrt.runtime.state.json_loads)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 CONFIG_FILE = "config.json"
 
@@ -74,7 +77,31 @@ DEVICE_TYPES = ("c", "b", "u", "p")
 
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
-_VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.+-]*)?$")
+_VERSION_SUFFIX_CHARS = frozenset(
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.+-"
+)
+
+
+def _version_numbers(s: str) -> tuple[int, int, int] | None:
+    """MAJOR.MINOR.PATCH of s, with an optional -pre or +build suffix; None if s is not one.
+
+    Accepts what ^(\\d+)\\.(\\d+)\\.(\\d+)(?:[-+][0-9A-Za-z.+-]*)?$ matches (\\d: str.isdecimal,
+    and $ also before a final newline)."""
+    if s.endswith("\n"):
+        s = s[:-1]
+    major, dot1, rest = s.partition(".")
+    minor, dot2, rest = rest.partition(".")
+    if not (dot1 and dot2 and major.isdecimal() and minor.isdecimal()):
+        return None
+    n = 0
+    while n < len(rest) and rest[n].isdecimal():
+        n += 1
+    patch, suffix = rest[:n], rest[n:]
+    if not patch:
+        return None
+    if suffix and (suffix[0] not in "-+" or not _VERSION_SUFFIX_CHARS.issuperset(suffix[1:])):
+        return None
+    return int(major), int(minor), int(patch)
 
 
 class _V:
@@ -156,9 +183,15 @@ def read_json(path: str, where: str) -> Any:
         raise InvalidArgument(f"{where}: {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"{where}: cannot read {path}: {e}") from None
+    from pyrt.runtime.state import json_loads
+
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
+        return json_loads(text)
+    except ValueError as e:
+        import json
+
+        if not isinstance(e, json.JSONDecodeError):
+            raise
         raise InvalidArgument(
             f"{where}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
@@ -188,10 +221,10 @@ def parse_version(version: object, where: str = CONFIG_FILE) -> tuple[int, int, 
     """Parses ociVersion; InvalidArgument unless it is a 1.0 - 1.2 version."""
     v = _V(where)
     s = v.string(version, "ociVersion", nonempty=True)
-    m = _VERSION_RE.match(s)
-    if not m:
+    numbers = _version_numbers(s)
+    if numbers is None:
         raise v.err("ociVersion", f"{s!r} is not a version (MAJOR.MINOR.PATCH)")
-    major, minor, patch = (int(g) for g in m.groups())
+    major, minor, patch = numbers
     if major != 1 or minor > 2:
         raise v.err("ociVersion", f"unsupported version {s!r} (supported: 1.0.0 to 1.2.x)")
     return major, minor, patch

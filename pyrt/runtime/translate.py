@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from pyrt.errors import FailedPrecondition, InvalidArgument
 from pyrt.runtime.capabilities import caps_to_mask
 from pyrt.runtime.spec import CAP_SETS, CONFIG_FILE, NS_PROC_NAMES, RLIMITS
 
+TYPE_CHECKING = False  # typing is not imported at run time (pyrt-runc start-up)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from pyrt._core import DeviceSpec, HookSpec, MountSpec, SpawnConfig
 
 # --- clone(2) namespace flags -------------------------------------------------------------------
