@@ -430,6 +430,7 @@ class Runtime:
             stdio=stdio,
             cgroup_dirs=_cgroup_dirs(cg),
             no_pivot=no_pivot,
+            seccomp_cache=os.path.join(self.root, ".seccomp-cache"),
         )
         try:
             if shim is not None:

@@ -409,6 +409,7 @@ def _process_fields(
     prefix: str,
     seccomp: Mapping[str, Any] | None,
     console_fd: int | None,
+    seccomp_cache: str | None = None,
 ) -> None:
     """Fills the process part of a SpawnConfig from a validated OCI process object."""
     user = process.get("user") or {}
@@ -432,7 +433,9 @@ def _process_fields(
     )
     cfg["no_new_privileges"] = bool(process.get("noNewPrivileges", False))
     cfg["oom_score_adj"] = process.get("oomScoreAdj")
-    if seccomp is not None:
+    if seccomp is not None and seccomp_cache is not None:
+        cfg["seccomp_bpf"], cfg["seccomp_flags"] = cached_seccomp(seccomp, seccomp_cache)
+    elif seccomp is not None:
         from pyrt.runtime.seccomp import compile_seccomp
 
         cfg["seccomp_bpf"], cfg["seccomp_flags"] = compile_seccomp(seccomp, CONFIG_FILE)
@@ -470,12 +473,14 @@ def to_spawn_config(
     cgroup_dirs: Mapping[str, str] | None = None,
     cgroup_v2: bool | None = None,
     no_pivot: bool = False,
+    seccomp_cache: str | None = None,
 ) -> SpawnConfig:
     """A validated config.json (see spec.load_spec) -> the SpawnConfig for create/run.
 
     `cgroup_dirs` maps v1 hierarchy names ("memory", "cpu,cpuacct", "unified") to the
     container's cgroup directory in each; it is used for "cgroup" mounts on v1/hybrid hosts.
-    `cgroup_v2` overrides the detection of a pure v2 host.
+    `cgroup_v2` overrides the detection of a pure v2 host. `seccomp_cache`: a directory
+    where compiled seccomp programs are kept (see cached_seccomp).
     """
     process = spec.get("process")
     if process is None:
@@ -513,10 +518,49 @@ def to_spawn_config(
         "start_hooks": start_hooks(spec),
         "state_json": state_json,
     }
-    _process_fields(cfg, process, CONFIG_FILE, "process.", linux.get("seccomp"), console_fd)
+    _process_fields(
+        cfg, process, CONFIG_FILE, "process.", linux.get("seccomp"), console_fd, seccomp_cache
+    )
     if stdio is not None:
         cfg["stdio"] = stdio
     return cfg
+
+
+# bump when the cache file format or what goes into a program changes
+_SECCOMP_CACHE_VERSION = "pyrt-seccomp-cache 1"
+
+
+def cached_seccomp(seccomp: Mapping[str, Any], cache_dir: str) -> tuple[bytes, int]:
+    """compile_seccomp(seccomp), kept in cache_dir/<sha256>.bpf.
+
+    Compiling goes through cffi and libseccomp (~100 ms with the imports); a runtime that
+    creates container after container from one profile (Docker's default) pays that once.
+    The key is the SHA-256 of the linux.seccomp JSON and the machine architecture; the
+    file ("<flags>\n" then the struct sock_filter[] bytes) is written atomically, and one
+    that does not read back as a whole program is compiled again. The spec is validated
+    every time, so bad input gets the same error with or without a cache."""
+    import hashlib
+
+    from pyrt.runtime.seccomp import compile_seccomp, validate_seccomp
+    from pyrt.runtime.state import atomic_write, json_dumps
+
+    validate_seccomp(seccomp, CONFIG_FILE)
+    key = "\n".join((_SECCOMP_CACHE_VERSION, os.uname().machine, json_dumps(seccomp)))
+    path = os.path.join(cache_dir, hashlib.sha256(key.encode()).hexdigest() + ".bpf")
+    try:
+        with open(path, "rb") as f:
+            head, nl, prog = f.read().partition(b"\n")
+        if nl and head.isdigit() and prog and len(prog) % 8 == 0:
+            return prog, int(head)
+    except OSError:
+        pass
+    prog, flags = compile_seccomp(seccomp, CONFIG_FILE)
+    try:
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        atomic_write(path, str(flags).encode() + b"\n" + prog, 0o600)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next create the compile
+    return prog, flags
 
 
 def _ns_id(path: str) -> tuple[int, int]:
