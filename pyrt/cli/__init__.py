@@ -175,6 +175,11 @@ def report(exc: BaseException) -> int:
                                                                         "Unable"))
                          else f"{exc}\n")
         return exc.code
+    from pyrt.cli.output import TemplateError
+
+    if isinstance(exc, TemplateError):
+        sys.stderr.write(f"pyrt: {exc}\n")
+        return EXIT_DAEMON
     if isinstance(exc, Unavailable) and "pyrt daemon" in str(exc):
         sys.stderr.write(f"pyrt: {exc}\n")
         return EXIT_DAEMON

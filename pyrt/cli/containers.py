@@ -179,15 +179,25 @@ def terminal_size(fd: int) -> tuple[int, int] | None:
     return size.lines, size.columns
 
 
+#: after the process is known to have exited, output still arriving is read until the
+#: connection is quiet this long (the daemon may keep a hijacked connection open)
+DRAIN_QUIET_S = 0.3
+
+
 def stream_io(sock: socket.socket, rest: bytes, multiplexed: bool, *, stdin: bool,
               tty: bool, detach_keys: bytes, out_fd: int = 1, err_fd: int = 2,
-              in_fd: int = 0) -> bool:
+              in_fd: int = 0, wake_fd: int | None = None) -> bool:
     """Pump the hijacked connection: socket -> stdout/stderr (demultiplexed), stdin ->
-    socket (half-closed at EOF). Returns True when the user detached."""
+    socket (half-closed at EOF), until the connection ends, or `wake_fd` is readable (the
+    process exited) and the connection has gone quiet. Returns True when the user
+    detached."""
     buf = bytearray(rest)
     watched = [sock.fileno()]
     if stdin:
         watched.append(in_fd)
+    if wake_fd is not None:
+        watched.append(wake_fd)
+    draining = False
     matched = 0
 
     def write_all(fd: int, data: bytes) -> None:
@@ -214,9 +224,15 @@ def stream_io(sock: socket.socket, rest: bytes, multiplexed: bool, *, stdin: boo
     flush()
     while True:
         try:
-            ready, _, _ = select.select(watched, [], [])
+            ready, _, _ = select.select(watched, [], [], DRAIN_QUIET_S if draining else None)
         except InterruptedError:
             continue
+        if draining and not ready:
+            flush()
+            return False
+        if wake_fd is not None and wake_fd in ready:
+            watched.remove(wake_fd)
+            draining = True
         if sock.fileno() in ready:
             data = sock.recv(65536)
             if not data:
@@ -238,6 +254,8 @@ def stream_io(sock: socket.socket, rest: bytes, multiplexed: bool, *, stdin: boo
                     if b == detach_keys[matched]:
                         matched += 1
                         if matched == len(detach_keys):
+                            if send:
+                                sock.sendall(bytes(send))
                             return True
                         continue
                     if matched:
@@ -251,8 +269,46 @@ def stream_io(sock: socket.socket, rest: bytes, multiplexed: bool, *, stdin: boo
 
 def _attached_session(c: Any, cid: str, sock: socket.socket, rest: bytes, mux: bool, *,
                       interactive: bool, tty: bool, detach_keys: bytes,
-                      resize: Callable[[int, int], None]) -> bool:
-    """Raw mode + SIGWINCH around stream_io when -t on a terminal."""
+                      resize: Callable[[int, int], None],
+                      done: Callable[[], Any] | None = None) -> bool:
+    """Raw mode + SIGWINCH around stream_io when -t on a terminal. `done` blocks until the
+    process has exited; it runs in a thread that wakes stream_io then (and is joined
+    before returning, unless the user detached)."""
+    import threading
+
+    wake_r, wake_w = os.pipe()
+    waiter: threading.Thread | None = None
+    failure: list[BaseException] = []
+    if done is not None:
+        def run_done() -> None:
+            try:
+                done()
+            except BaseException as e:  # re-raised in the calling thread
+                failure.append(e)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.write(wake_w, b"x")
+
+        waiter = threading.Thread(target=run_done, name="pyrt-cli-wait", daemon=True)
+        waiter.start()
+    try:
+        detached = _session(sock, rest, mux, interactive=interactive, tty=tty,
+                            detach_keys=detach_keys, resize=resize,
+                            wake_fd=wake_r if done is not None else None)
+        if not detached and waiter is not None:
+            waiter.join()
+            if failure:
+                raise failure[0]
+        return detached
+    finally:
+        if waiter is None or not waiter.is_alive():
+            os.close(wake_w)
+        os.close(wake_r)
+
+
+def _session(sock: socket.socket, rest: bytes, mux: bool, *, interactive: bool, tty: bool,
+             detach_keys: bytes, resize: Callable[[int, int], None], wake_fd: int | None
+             ) -> bool:
     local_tty = tty and sys.stdin.isatty()
     old_handler: Any = None
     if local_tty:
@@ -268,9 +324,9 @@ def _attached_session(c: Any, cid: str, sock: socket.socket, rest: bytes, mux: b
         if local_tty:
             with _Terminal(0):
                 return stream_io(sock, rest, mux, stdin=interactive, tty=True,
-                                 detach_keys=detach_keys)
+                                 detach_keys=detach_keys, wake_fd=wake_fd)
         return stream_io(sock, rest, mux, stdin=interactive, tty=tty,
-                         detach_keys=detach_keys)
+                         detach_keys=detach_keys, wake_fd=wake_fd)
     finally:
         if local_tty:
             signal.signal(signal.SIGWINCH, old_handler)
@@ -306,13 +362,14 @@ def run_command(image: str, command: list[str], *, detach: bool, rm: bool, name:
             with contextlib.suppress(PyrtError):
                 c.remove_container(cid, force=True)
         raise CLIError(f"Error response from daemon: {e}", code) from None
+    result: dict[str, Any] = {}
     detached = _attached_session(c, cid, sock, rest, mux, interactive=interactive, tty=tty,
                                  detach_keys=keys,
-                                 resize=lambda h, w: c.resize(cid, h, w))
+                                 resize=lambda h, w: c.resize(cid, h, w),
+                                 done=lambda: result.update(waiter()))
     if detached:
         sys.stderr.write("\r\nread escape sequence\r\n")
         return 0
-    result = waiter()
     err = (result.get("Error") or {}).get("Message") if result.get("Error") else None
     if err:
         sys.stderr.write(f"Error: {err}\n")
@@ -409,21 +466,25 @@ def exec_command(cid: str, command: list[str], *, detach: bool, interactive: boo
         return 0
     size = terminal_size(0) if tty and sys.stdin.isatty() else None
     sock, rest, mux = c.exec_start(eid, tty=tty, console_size=size)
+    final: dict[str, Any] = {}
+
+    def exited() -> None:
+        import time
+
+        while True:
+            info = c.exec_inspect(eid)
+            if not info.get("Running"):
+                final.update(info)
+                return
+            time.sleep(0.1)
+
     detached = _attached_session(c, cid, sock, rest, mux, interactive=interactive, tty=tty,
                                  detach_keys=keys,
-                                 resize=lambda h, w: c.exec_resize(eid, h, w))
+                                 resize=lambda h, w: c.exec_resize(eid, h, w), done=exited)
     if detached:
         sys.stderr.write("\r\nread escape sequence\r\n")
         return 0
-    info = c.exec_inspect(eid)
-    for _ in range(100):
-        if not info.get("Running"):
-            break
-        import time
-
-        time.sleep(0.05)
-        info = c.exec_inspect(eid)
-    code = info.get("ExitCode")
+    code = final.get("ExitCode")
     return 126 if code is None else int(code)
 
 
@@ -455,12 +516,14 @@ def start_command(ids: list[str], attach: bool, interactive: bool,
     sock, rest, mux = c.attach(ids[0], stdin=interactive, stream=True)
     waiter = c.wait_begin(ids[0], "next-exit")
     c.start(ids[0])
+    result: dict[str, Any] = {}
     detached = _attached_session(c, ids[0], sock, rest, mux, interactive=interactive, tty=tty,
                                  detach_keys=_parse_detach_keys(detach_keys),
-                                 resize=lambda h, w: c.resize(ids[0], h, w))
+                                 resize=lambda h, w: c.resize(ids[0], h, w),
+                                 done=lambda: result.update(waiter()))
     if detached:
         return 0
-    return int(waiter().get("StatusCode", 125))
+    return int(result.get("StatusCode", 125))
 
 
 def wait_command(ids: list[str]) -> int:

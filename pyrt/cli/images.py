@@ -43,6 +43,8 @@ def show_progress(msgs: Iterable[dict[str, Any]], out: IO[str] | None = None,
         status = str(m.get("status", ""))
         ident = m.get("id")
         if not ident:
+            if not status:  # an "aux" message (the pushed digest): nothing to show
+                continue
             stream.write(status + "\n")
             stream.flush()
             continue

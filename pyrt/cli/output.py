@@ -21,6 +21,10 @@ from typing import Any, TextIO
 
 from pyrt.errors import InvalidArgument
 
+class TemplateError(InvalidArgument):
+    """A --format template that cannot be applied (a client-side error)."""
+
+
 _ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
 _ARG = re.compile(r'"(?:[^"\\]|\\.)*"|\S+')
 
@@ -29,7 +33,7 @@ def _lookup(obj: Any, path: str) -> Any:
     if path == ".":
         return obj
     if not path.startswith("."):
-        raise InvalidArgument(f"template: {path!r} is not a field (write .{path})")
+        raise TemplateError(f"template: {path!r} is not a field (write .{path})")
     cur = obj
     for part in path[1:].split("."):
         if isinstance(cur, Mapping):
@@ -40,9 +44,9 @@ def _lookup(obj: Any, path: str) -> Any:
             if part.lower() in lowered:
                 cur = lowered[part.lower()]
                 continue
-            raise InvalidArgument(f"template: can't evaluate field {part} "
+            raise TemplateError(f"template: can't evaluate field {part} "
                                   f"(known: {', '.join(sorted(map(str, cur))) or 'none'})")
-        raise InvalidArgument(f"template: can't evaluate field {part} in a "
+        raise TemplateError(f"template: can't evaluate field {part} in a "
                               f"{type(cur).__name__}")
     return cur
 
@@ -65,13 +69,19 @@ def _arg(token: str, obj: Any) -> Any:
     return _lookup(obj, token)
 
 
+_FUNCTIONS = ("index", "join", "json", "len", "lower", "title", "upper")
+
+
 def _action(expr: str, obj: Any) -> str:
     parts = _ARG.findall(expr)
     if not parts:
-        raise InvalidArgument("template: empty action {{}}")
+        raise TemplateError("template: empty action {{}}")
     fn, args = parts[0], parts[1:]
     if fn.startswith(".") and not args:
         return _text(_lookup(obj, fn))
+    if fn not in _FUNCTIONS:
+        raise TemplateError(f"template: {{{{{expr}}}}}: {fn!r} is not a function "
+                              f"({', '.join(sorted(_FUNCTIONS))}); a field is written .{fn}")
     values = [_arg(a, obj) for a in args]
     if fn == "json" and len(values) == 1:
         return json.dumps(values[0])
@@ -91,7 +101,7 @@ def _action(expr: str, obj: Any) -> str:
         return str(values[1]).join(_text(v) for v in (values[0] or []))
     if fn == "len" and len(values) == 1:
         return str(len(values[0] or []))
-    raise InvalidArgument(f"template: unsupported action {{{{{expr}}}}}")
+    raise TemplateError(f"template: unsupported action {{{{{expr}}}}}")
 
 
 def render(template: str, obj: Any) -> str:
@@ -234,5 +244,5 @@ def iso_time(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(ts))
 
 
-__all__ = ["align", "format_rows", "human_duration", "human_size", "iso_time", "print_object",
+__all__ = ["TemplateError", "align", "format_rows", "human_duration", "human_size", "iso_time", "print_object",
            "print_rows", "render", "short_id", "since"]
