@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from pyrt.errors import InvalidArgument
 
+
 class TemplateError(InvalidArgument):
     """A --format template that cannot be applied (a client-side error)."""
 
@@ -244,5 +245,5 @@ def iso_time(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(ts))
 
 
-__all__ = ["TemplateError", "align", "format_rows", "human_duration", "human_size", "iso_time", "print_object",
-           "print_rows", "render", "short_id", "since"]
+__all__ = ["TemplateError", "align", "format_rows", "human_duration", "human_size", "iso_time",
+           "print_object", "print_rows", "render", "short_id", "since"]
