@@ -505,3 +505,12 @@ def clean_runtime_root(root: Path, scanner: LeakScanner | None = None) -> list[s
     if scanner is not None:
         scanner.forced_cleanups += [f"{root}: {p}" for p in problems]
     return problems
+
+
+def pyrt_pythonpath() -> str:
+    """PYTHONPATH for a subprocess that must import the same pyrt as this test process:
+    the source tree in a dev build, the venv's installed package in CI (whose source tree
+    has no compiled _core)."""
+    import pyrt
+
+    return str(Path(pyrt.__file__).resolve().parent.parent)

@@ -607,8 +607,9 @@ class APIServer:
     def shutdown(self, grace: float = 10.0) -> bool:
         """Stop accepting, wait up to `grace` seconds for requests in flight, close the
         listeners and remove the socket files. True when every request had finished."""
-        for srv in self._servers:
-            srv.shutdown()
+        if self._threads:  # socketserver's shutdown waits for a serve_forever that ran
+            for srv in self._servers:
+                srv.shutdown()
         for srv in self._servers:
             srv.server_close()
         for p in self.unix_paths:

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from pyrt.api.client import Client
+from tests.bundle import pyrt_pythonpath
 
-REPO = Path(__file__).resolve().parents[2]
 DOCKER = Path("/usr/local/bin/docker")
 
 
@@ -48,7 +48,7 @@ class PyrtdProcess:
         self.pidfile = tmp / "pyrtd.pid"
         self.log = tmp / f"pyrtd-{uuid.uuid4().hex[:6]}.log"
         self._logf = open(self.log, "wb")  # noqa: SIM115
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=pyrt_pythonpath())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pyrt.daemon", "--data-root", str(self.data_root),
              "--exec-root", str(self.exec_root), "-H", f"unix://{self.sock}",
@@ -68,6 +68,10 @@ class PyrtdProcess:
                 if self.client().ping():
                     return
             time.sleep(0.1)
+        # a daemon that never answered must not outlive the test (no fixture teardown runs)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
         raise RuntimeError(f"pyrtd not ready: {self.output()}")
 
     def output(self) -> str:
