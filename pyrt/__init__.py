@@ -15,8 +15,6 @@ are imported lazily, so `import pyrt` stays cheap (pyrt-runc imports it on every
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from pyrt.errors import (
     Conflict,
     FailedPrecondition,
@@ -27,7 +25,12 @@ from pyrt.errors import (
     Unavailable,
 )
 
+# typing costs ~10 ms of imports (re, functools...) and pyrt-runc imports this package on
+# every call: the annotations only need it while type checking
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from pyrt.containers.options import ContainerConfig, HealthConfig, HostConfig, RestartPolicy
     from pyrt.engine import Engine, RunResult, run
     from pyrt.events import EventBus

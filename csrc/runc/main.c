@@ -52,32 +52,10 @@ static const char PY_MAIN[] = "import sys\nfrom pyrt.runtime.cli import main\nsy
 /* The fast start (python -P -S): no site module, so no .pth files and no site-packages
  * scan; argv[1] is the venv's site-packages, which this puts on sys.path itself. If pyrt
  * cannot be imported from there (an editable install through a .pth file, say), site runs
- * after all and the import is tried again.
- *
- * pyrt/__init__.py imports typing for TYPE_CHECKING and Any, which it uses in annotations
- * only; typing drags in re, contextlib, collections and functools (~10 ms per command).
- * While pyrt/__init__.py runs, "typing" is a stand-in that has those two names and hands
- * any other name to the real typing module; it is gone from sys.modules right after. */
+ * after all and the import is tried again. */
 static const char PY_MAIN_FAST[] =
     "import sys\n"
     "sys.path.append(sys.argv.pop(1))\n"
-    "if 'typing' not in sys.modules:\n"
-    "    class _Typing(type(sys)):\n"
-    "        TYPE_CHECKING = False\n"
-    "        Any = object\n"
-    "        def __getattr__(self, name):\n"
-    "            sys.modules.pop('typing', None)\n"
-    "            import typing\n"
-    "            return getattr(typing, name)\n"
-    "    sys.modules['typing'] = _Typing('typing')\n"
-    "    try:\n"
-    "        import pyrt\n"
-    "    except ImportError:\n"
-    "        pass\n"
-    "    finally:\n"
-    "        if isinstance(sys.modules.get('typing'), _Typing):\n"
-    "            del sys.modules['typing']\n"
-    "        del _Typing\n"
     "try:\n"
     "    from pyrt.runtime.cli import main\n"
     "except ImportError:\n"
