@@ -107,11 +107,18 @@ class CliTool:
     def cmd(self, *args: str) -> None:
         # stdout/stderr go to a file: a pipe would be inherited by the container's init and
         # keep the command "running" until the container exits
+        # no timeout=: with one, subprocess polls for the exit at growing intervals
+        # (1, 3, 7, 15, 31, 63 ms...), which rounds every command up and blurs the ratios;
+        # a blocking wait returns when the command does. A hung tool is stopped by alarm.
         with open(self.log, "ab") as log:
-            res = subprocess.run(
-                [*self.argv0, "--root", str(self.root), *args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60,
-            )  # fmt: skip
+            signal.alarm(60)
+            try:
+                res = subprocess.run(
+                    [*self.argv0, "--root", str(self.root), *args],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                )  # fmt: skip
+            finally:
+                signal.alarm(0)
         if res.returncode != 0:
             tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
             raise BenchError(
