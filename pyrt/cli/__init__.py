@@ -16,23 +16,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shlex
 import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pyrt.api.client import DEFAULT_HOST, Client
 from pyrt.errors import PyrtError, Unavailable
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: docker's exit statuses
 EXIT_DAEMON = 125
 EXIT_CANNOT_INVOKE = 126
 EXIT_NOT_FOUND = 127
 
-DEFAULT_LOG = Path("/var/log/pyrt/pyrtd.log")
+DEFAULT_LOG = "/var/log/pyrt/pyrtd.log"
 START_TIMEOUT_S = 30.0
 
 
@@ -94,6 +94,9 @@ def daemon_pid(path: str) -> int | None:
 def daemon_command(h: str, extra: list[str] | None = None) -> list[str]:
     """How to run pyrtd for host `h`: the pyrtd beside this interpreter when there is one,
     else this interpreter with -m pyrt.daemon (the same pyrt either way)."""
+    import shlex
+    from pathlib import Path
+
     flags = shlex.split(os.environ.get("PYRT_DAEMON_FLAGS", "")) + list(extra or [])
     beside = Path(sys.executable).parent / "pyrtd"
     exe = [str(beside)] if beside.is_file() else [sys.executable, "-m", "pyrt.daemon"]
@@ -101,18 +104,22 @@ def daemon_command(h: str, extra: list[str] | None = None) -> list[str]:
 
 
 def log_path(cmd: list[str]) -> Path:
+    from pathlib import Path
+
     for i, arg in enumerate(cmd):
         if arg == "--data-root" and i + 1 < len(cmd):
             return Path(cmd[i + 1]) / "pyrtd.log"
         if arg.startswith("--data-root="):
             return Path(arg.split("=", 1)[1]) / "pyrtd.log"
-    return DEFAULT_LOG
+    return Path(DEFAULT_LOG)
 
 
 def start_daemon(h: str, extra: list[str] | None = None,
                  timeout: float = START_TIMEOUT_S) -> int:
     """Start pyrtd on `h` detached (its own session, output to its log) and wait until it
     answers; returns its pid. CLIError when it cannot start or exits."""
+    import subprocess
+
     path = socket_path(h)
     if path is None:
         raise CLIError(f"cannot start a daemon for {h}: only unix:// hosts are started")

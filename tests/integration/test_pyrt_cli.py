@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_api_system import REPO, PyrtdProcess
+from tests.bundle import pyrt_pythonpath
+from tests.integration.test_api_system import PyrtdProcess
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "ls", "cat", "echo", "sleep", "id", "pwd", "env", "true", "stty", "tty")
@@ -42,7 +43,7 @@ class Run:
 class CLI:
     def __init__(self, host: str, env: dict[str, str] | None = None) -> None:
         self.host = host
-        self.env = {**os.environ, "PYTHONPATH": str(REPO), "PYRT_HOST": host,
+        self.env = {**os.environ, "PYTHONPATH": pyrt_pythonpath(), "PYRT_HOST": host,
                     "PYRT_NO_AUTOSTART": "1", **(env or {})}
 
     def argv(self, *args: str) -> list[str]:

@@ -31,7 +31,12 @@ from pyrt.cli.output import (
 from pyrt.cli.system import parse_filters
 from pyrt.errors import InvalidArgument
 
-REPO = Path(__file__).resolve().parents[2]
+
+def _pythonpath() -> str:
+    """The pyrt this test imports (the source tree, or the installed package in CI)."""
+    import pyrt
+
+    return str(Path(pyrt.__file__).resolve().parent.parent)
 
 ROWS = [{"ID": "abc", "Repository": "busybox", "Tag": "latest", "Size": "4.26MB",
          "Labels": {"a": "1"}, "Names": ["x", "y"]},
@@ -302,8 +307,34 @@ def test_version_does_not_import_typer() -> None:
             " 'version', '--format', '{{.Client.ApiVersion}}']);"
             "print('typer' in sys.modules, 'rich' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO), PYRT_NO_AUTOSTART="1"),
+                       env=dict(os.environ, PYTHONPATH=_pythonpath(), PYRT_NO_AUTOSTART="1"),
                        timeout=60, check=False)
     assert p.stdout.splitlines()[-1] == "False False", p
     assert p.stdout.splitlines()[0] == "1.44"
     assert "Cannot connect to the pyrt daemon at unix:///nonexistent/s" in p.stderr
+
+
+def test_invoked_words_and_selective_registration() -> None:
+    from pyrt.cli.app import build_app, invoked
+
+    assert invoked(["-H", "unix:///x", "ps", "-a"]) == ("ps", None)
+    assert invoked(["--host=unix:///x", "image", "ls", "-q"]) == ("image", "ls")
+    assert invoked(["image", "--help"]) == ("image", "--help")
+    assert invoked(["--help"]) == (None, None)
+    assert invoked([]) == (None, None)
+    import typer
+
+    def names(args: list[str] | None) -> set[str]:
+        group = typer.main.get_command(build_app(args))
+        return set(group.commands)  # type: ignore[attr-defined]
+
+    everything = names(None)
+    assert {"run", "ps", "images", "pull", "system", "image", "container", "daemon",
+            "version", "inspect", "exec", "cp"} <= everything
+    assert names(["ps", "-a"]) == {"ps"}
+    assert names(["image", "ls"]) == {"image"}
+    sub = typer.main.get_command(build_app(["image", "ls"])).commands["image"]  # type: ignore[attr-defined]
+    assert set(sub.commands) == {"ls"}
+    sub = typer.main.get_command(build_app(["image"])).commands["image"]  # type: ignore[attr-defined]
+    assert {"ls", "pull", "rm", "inspect", "prune"} <= set(sub.commands)
+    assert names(["--help"]) == everything
