@@ -607,17 +607,39 @@ def _bin_size(n: float) -> str:
     return f"{v:.4g}{units[i]}" if i else f"{int(v)}B"
 
 
+STATS_INTERVAL_S = 1.0
+
+
 def stats_command(ids: list[str], all_: bool, no_stream: bool, fmt: str | None) -> None:
-    if not no_stream:
-        fail("stats: only --no-stream is supported by this client", 125)
+    """One table (--no-stream), else a table a second until interrupted: redrawn in place
+    on a terminal, appended on a pipe. Without ids: the running containers (-a: all),
+    looked up again every round, as docker does."""
+    import time
+
     c = client()
-    if not ids:
-        ids = [ct["Id"] for ct in c.containers(all=all_)]
-    samples = [c.stats(i) for i in ids]
-    print_rows(stats_rows(samples), [
-        ("CONTAINER ID", "ID"), ("NAME", "Name"), ("CPU %", "CPUPerc"),
-        ("MEM USAGE / LIMIT", "MemUsage"), ("MEM %", "MemPerc"), ("NET I/O", "NetIO"),
-        ("BLOCK I/O", "BlockIO"), ("PIDS", "PIDs")], fmt)
+    cols = [("CONTAINER ID", "ID"), ("NAME", "Name"), ("CPU %", "CPUPerc"),
+            ("MEM USAGE / LIMIT", "MemUsage"), ("MEM %", "MemPerc"), ("NET I/O", "NetIO"),
+            ("BLOCK I/O", "BlockIO"), ("PIDS", "PIDs")]
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            wanted = ids or [ct["Id"] for ct in c.containers(all=all_)]
+            samples = []
+            for i in wanted:
+                try:
+                    samples.append(c.stats(i))
+                except NotFound:
+                    if ids:
+                        raise
+            if tty and not no_stream:
+                sys.stdout.write("\x1b[2J\x1b[H")
+            print_rows(stats_rows(samples), cols, fmt)
+            sys.stdout.flush()
+            if no_stream:
+                return
+            time.sleep(STATS_INTERVAL_S)
+    except KeyboardInterrupt:
+        return
 
 
 def diff_command(cid: str) -> None:

@@ -458,6 +458,15 @@ def test_detached_container_lifecycle(env: Env) -> None:
     stats = env.cli.ok("stats", "--no-stream", name).splitlines()
     assert stats[0].split()[:3] == ["CONTAINER", "ID", "NAME"]
     assert stats[1].split()[:2] == [cid[:12], name]
+    # stats streams a table a second until interrupted
+    proc = subprocess.Popen(env.cli.argv("stats", name), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env.cli.env)
+    time.sleep(3.5)
+    proc.send_signal(signal.SIGINT)
+    sout, serr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, serr
+    tables = [ln for ln in sout.decode().splitlines() if ln.startswith("CONTAINER ID")]
+    assert len(tables) >= 2 and sout.decode().count(f"{cid[:12]}   {name}") == len(tables)
     assert env.cli.ok("inspect", "--format", "{{.State.Status}}", name) == "running\n"
     assert env.cli.ok("container", "inspect", "-f", "{{.Name}}", cid[:12]) == f"/{name}\n"
     # cp both ways, diff, pause
@@ -511,6 +520,12 @@ def test_kill_start_attach_and_port(env: Env) -> None:
     assert env.cli.ok("port", name) == ""
     r = env.cli("port", name, "80")
     assert r.code == 1 and "No public port '80/tcp'" in r.err
+    env.cli.ok("rm", name)
+    # logs -f follows until the container exits
+    env.cli.ok("run", "-d", "--name", name, env.image, "sh", "-c",
+               "for i in 1 2 3; do echo line$i; sleep 0.3; done")
+    r = env.cli("logs", "-f", name, timeout=30)
+    assert (r.code, r.out) == (0, "line1\nline2\nline3\n"), r
     env.cli.ok("rm", name)
     # create, then start -a: the container's output and exit status
     cid = env.cli.ok("create", "--name", name, env.image, "sh", "-c", "echo started; exit 6")

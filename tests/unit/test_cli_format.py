@@ -341,3 +341,15 @@ def test_invoked_words_and_selective_registration() -> None:
     sub = typer.main.get_command(build_app(["image"])).commands["image"]  # type: ignore[attr-defined]
     assert {"ls", "pull", "rm", "inspect", "prune"} <= set(sub.commands)
     assert names(["--help"]) == everything
+
+
+def test_shell_completion_is_typers() -> None:
+    env = dict(os.environ, PYTHONPATH=_pythonpath(), _PYRT_COMPLETE="complete_bash",
+               COMP_WORDS="pyrt image i", COMP_CWORD="2")
+    p = subprocess.run([sys.executable, "-m", "pyrt.cli.app"], capture_output=True, text=True,
+                       env=env, timeout=60, check=False)
+    assert p.returncode == 0 and p.stdout.split() == ["import", "inspect"], p
+    env.update(COMP_WORDS="pyrt pu", COMP_CWORD="1")
+    p = subprocess.run([sys.executable, "-m", "pyrt.cli.app"], capture_output=True, text=True,
+                       env=env, timeout=60, check=False)
+    assert p.stdout.split() == ["pull", "push"], p
