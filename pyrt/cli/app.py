@@ -23,13 +23,20 @@ HELP = "pyrt: a container engine in the shape of Docker (client of pyrtd)"
 
 
 def _fast_path(args: list[str]) -> int | None:
-    """Handle `[-H X] version [--format F]` without typer; None when not that."""
+    """Handle `[-H X] version [--format F]` and `[-H X] run ...` without typer; None when
+    it is something else."""
     rest = list(args)
     host = None
     while rest and rest[0] in ("-H", "--host") and len(rest) > 1:
         host, rest = rest[1], rest[2:]
     if rest and rest[0].startswith("--host="):
         host, rest = rest[0].split("=", 1)[1], rest[1:]
+    if rest and rest[0] == "run":
+        parsed = parse_run(rest[1:])
+        if parsed is None:
+            return None
+        STATE.host = host
+        return invoke_run(**parsed)
     if not rest or rest[0] != "version":
         return None
     fmt = None
@@ -44,6 +51,66 @@ def _fast_path(args: list[str]) -> int | None:
     from pyrt.cli.system import version_command
 
     return version_command(fmt)
+
+
+#: `pyrt run`'s options: (parameter, flags, kind) — the argparse fast path below and the
+#: typer command (help, completion) take the same ones (a unit test compares them)
+RUN_OPTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("detach", ("-d", "--detach"), "flag"),
+    ("rm", ("--rm",), "flag"),
+    ("name", ("--name",), "str"),
+    ("interactive", ("-i", "--interactive"), "flag"),
+    ("tty", ("-t", "--tty"), "flag"),
+    ("env", ("-e", "--env"), "list"),
+    ("env_file", ("--env-file",), "list"),
+    ("workdir", ("-w", "--workdir"), "str"),
+    ("user", ("-u", "--user"), "str"),
+    ("entrypoint", ("--entrypoint",), "str"),
+    ("label", ("-l", "--label"), "list"),
+    ("hostname", ("-h", "--hostname"), "str"),
+    ("restart", ("--restart",), "str"),
+    ("volume", ("-v", "--volume"), "list"),
+    ("memory", ("-m", "--memory"), "str"),
+    ("detach_keys", ("--detach-keys",), "str"),
+    ("quiet", ("-q", "--quiet"), "flag"),
+)
+
+
+def parse_run(args: list[str]) -> dict[str, Any] | None:
+    """`pyrt run` parsed without typer (typer 0.29 imports pydantic to parse: ~150 ms on
+    every run). None for --help (typer shows it). Bad flags: CLIError, status 125."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:
+            raise CLIError(f"run: {message}\nSee 'pyrt run --help'.", 125)
+
+    p = Parser(prog="pyrt run", add_help=False, allow_abbrev=False)
+    p.add_argument("--help", action="store_true")
+    for dest, flags, kind in RUN_OPTIONS:
+        if kind == "flag":
+            p.add_argument(*flags, dest=dest, action="store_true")
+        elif kind == "list":
+            p.add_argument(*flags, dest=dest, action="append")
+        else:
+            p.add_argument(*flags, dest=dest)
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    if not args or args[0] == "--help":
+        return None
+    ns = p.parse_args(args)
+    if ns.help:
+        return None
+    out = vars(ns)
+    del out["help"]
+    return out
+
+
+def invoke_run(*, image: str, command: list[str] | None, label: list[str] | None,
+               volume: list[str] | None, **opts: Any) -> int:
+    from pyrt.cli.containers import run_command
+
+    return run_command(image, command or [], labels=label, volumes=volume, **opts)
 
 
 def _exit(code: int | None) -> None:
@@ -301,12 +368,11 @@ def build_app(args: list[str] | None = None) -> Any:
             detach_keys: str | None = Opt(None, "--detach-keys"),
             quiet: bool = Opt(False, "-q", "--quiet", help="Suppress the pull output")
             ) -> None:
-        _exit(ct.run_command(image, command or [], detach=detach, rm=rm, name=name,
-                             interactive=interactive, tty=tty, detach_keys=detach_keys,
-                             quiet=quiet, env=env, env_file=env_file, workdir=workdir,
-                             user=user, entrypoint=entrypoint, labels=label,
-                             hostname=hostname, restart=restart, volumes=volume,
-                             memory=memory))
+        _exit(invoke_run(image=image, command=command, detach=detach, rm=rm, name=name,
+                         interactive=interactive, tty=tty, detach_keys=detach_keys,
+                         quiet=quiet, env=env, env_file=env_file, workdir=workdir,
+                         user=user, entrypoint=entrypoint, label=label, hostname=hostname,
+                         restart=restart, volume=volume, memory=memory))
 
     def create(image: str = Arg(..., metavar="IMAGE"),
                command: list[str] | None = Arg(None, metavar="[COMMAND] [ARG...]"),

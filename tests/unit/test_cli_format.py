@@ -304,10 +304,11 @@ def test_stream_io_raw_and_detach_keys() -> None:
     assert detached and out == b"raw output" and got == b"ab\x10c"
 
 
-def test_version_does_not_import_typer() -> None:
-    """`pyrt version` is the fast path: no typer (nor rich) on its import path."""
+def test_version_and_run_do_not_import_typer() -> None:
+    """`pyrt version` and `pyrt run` are the fast path: no typer (nor rich, pydantic)."""
     code = ("import sys; from pyrt.cli.app import main; main(['-H', 'unix:///nonexistent/s',"
             " 'version', '--format', '{{.Client.ApiVersion}}']);"
+            "main(['-H', 'unix:///nonexistent/s', 'run', '--rm', '-it', 'img', 'sh']);"
             "print('typer' in sys.modules, 'rich' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=_pythonpath(), PYRT_NO_AUTOSTART="1"),
@@ -353,3 +354,38 @@ def test_shell_completion_is_typers() -> None:
     p = subprocess.run([sys.executable, "-m", "pyrt.cli.app"], capture_output=True, text=True,
                        env=env, timeout=60, check=False)
     assert p.stdout.split() == ["pull", "push"], p
+
+
+def test_run_fast_parser() -> None:
+    from pyrt.cli.app import parse_run
+
+    got = parse_run(["-it", "--rm", "-e", "A=1", "-eB=2", "--name=x", "-h", "hn", "img",
+                     "sh", "-c", "--rm"])
+    assert got is not None
+    assert (got["interactive"], got["tty"], got["rm"], got["env"], got["name"],
+            got["hostname"]) == (True, True, True, ["A=1", "B=2"], "x", "hn")
+    assert (got["image"], got["command"]) == ("img", ["sh", "-c", "--rm"])
+    assert parse_run(["img", "-c", "x"])["command"] == ["-c", "x"]  # type: ignore[index]
+    assert parse_run(["img", "--help"])["command"] == ["--help"]  # type: ignore[index]
+    assert parse_run(["--help"]) is None and parse_run([]) is None
+    assert parse_run(["-d", "--help", "img"]) is None
+    with pytest.raises(CLIError, match="unrecognized arguments: --bogus") as e:
+        parse_run(["--bogus", "img"])
+    assert e.value.code == 125
+    with pytest.raises(CLIError, match="required: image"):
+        parse_run(["--rm"])
+    with pytest.raises(CLIError, match="--name: expected one argument"):
+        parse_run(["--name"])
+
+
+def test_run_fast_parser_and_typer_take_the_same_options() -> None:
+    import typer
+
+    from pyrt.cli.app import RUN_OPTIONS, build_app
+
+    run = typer.main.get_command(build_app(["run"])).commands["run"]  # type: ignore[attr-defined]
+    typer_opts = {p.name: tuple(p.opts) for p in run.params if p.opts[0].startswith("-")}
+    assert typer_opts == {dest: flags for dest, flags, _ in RUN_OPTIONS}
+    kinds = {p.name: ("flag" if p.is_flag else "list" if p.multiple else "str")
+             for p in run.params if p.name in typer_opts}
+    assert kinds == {dest: kind for dest, _, kind in RUN_OPTIONS}
