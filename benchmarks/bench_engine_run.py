@@ -69,6 +69,7 @@ TOOLS = ("pyrt", "crun", "runc")
 SECCOMP = ("default", "unconfined")
 MODES = ("sequential", "parallel")
 TIMEOUT = 60.0
+HANG_SECONDS = 30.0  # a parallel group still unfinished after this (or 0.5 s per run) hung
 
 
 class BenchError(Exception):
@@ -81,8 +82,9 @@ class BenchError(Exception):
 class PyrtTool:
     """pyrt.run on one open engine (pyrt.run with engine= uses it and leaves it open)."""
 
-    def __init__(self, engine: Any, seccomp: str) -> None:
+    def __init__(self, engine: Any, seccomp: str, work: Path) -> None:
         self.engine = engine
+        self.work = work
         self.name = "pyrt"
         self.seccomp = seccomp
         self.options: dict[str, Any] = {}
@@ -189,11 +191,36 @@ def measure(tool: Tool, mode: str, count: int, parallel: int) -> Result:
                 tool.one(i)
             res.seconds = time.perf_counter() - start
         else:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=width) as pool:
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=width)
+            hung = False
+            try:
                 start = time.perf_counter()
                 futures = [pool.submit(tool.one, i) for i in range(count)]
-                errors = [f.exception() for f in futures]
+                budget = max(HANG_SECONDS, 0.5 * count)
+                _, pending = concurrent.futures.wait(futures, timeout=budget)
                 res.seconds = time.perf_counter() - start
+                if pending and isinstance(tool, PyrtTool):
+                    # the in-process engine hung: forks of this process stuck before exec
+                    # (see stuck_forks); kill those so the threads can finish
+                    stuck = stuck_forks(tool.work)
+                    for pid in stuck:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    _, pending = concurrent.futures.wait(futures, timeout=TIMEOUT)
+                    hung = bool(pending)
+                    raise BenchError(
+                        f"hung: runs unfinished after {budget:.0f}s; "
+                        f"{len(stuck)} fork(s) of this process were stuck before exec "
+                        f"(killed: {stuck}); see stuck_forks"
+                    )
+                if pending:
+                    hung = True
+                    raise BenchError(f"hung: {len(pending)} of {count} runs unfinished after "
+                                     f"{budget:.0f}s")  # fmt: skip
+                errors = [f.exception() for f in futures]
+            finally:
+                # a thread still stuck in the engine cannot be joined: do not wait for it
+                pool.shutdown(wait=not hung, cancel_futures=True)
             first = next((e for e in errors if e is not None), None)
             if first is not None:
                 raise first
@@ -303,6 +330,32 @@ def close_engine(engine: Any, root: Path) -> None:
         print(f"warning: shim {pid} still alive after close; killing it", file=sys.stderr)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def stuck_forks(work: Path) -> list[int]:
+    """Forks of this process that have not exec'd: the engine's spawn helpers and container
+    inits before their exec. Found by their command line (ours) and an inherited descriptor
+    under our temporary directory; this process itself excluded. Called only once a
+    parallel group has overrun its budget, when any of them left is stuck: a helper
+    blocked in glibc's setgroups (its thread list copied from this multi-threaded process),
+    or an init waiting for a start that never comes because another thread's create is
+    blocked reading a report pipe whose write end this init inherited."""
+    me = os.getpid()
+    own = Path("/proc/self/cmdline").read_bytes()
+    prefix = str(work) + "/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if Path(f"/proc/{entry}/cmdline").read_bytes() != own:
+                continue
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}").startswith(prefix) for fd in fds):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 def unmount_under(top: Path) -> None:
@@ -419,6 +472,15 @@ def write_section(block: str) -> None:
     README.write_text(text)
 
 
+def pick(ap: argparse.ArgumentParser, flag: str, value: str, allowed: tuple[str, ...]
+         ) -> list[str]:  # fmt: skip
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in chosen if v not in allowed]
+    if bad or not chosen:
+        ap.error(f"{flag}: unknown {bad or 'empty'}; choose from {','.join(allowed)}")
+    return chosen
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -428,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parallel", type=int, default=20, help="concurrency of the parallel rows")
     ap.add_argument("--quick", action="store_true", help="5 containers, 2 at a time")
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
+    ap.add_argument("--seccomp", default=",".join(SECCOMP),
+                    help=f"subset of {','.join(SECCOMP)}")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     ap.add_argument("--write-readme", action="store_true",
                     help="rewrite this benchmark's section of benchmarks/README.md")  # fmt: skip
@@ -439,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in names if t not in TOOLS]
     if unknown or not names:
         ap.error(f"--tools: unknown {unknown or 'empty'}; choose from {','.join(TOOLS)}")
+    modes = pick(ap, "--modes", args.modes, MODES)
+    seccomps = pick(ap, "--seccomp", args.seccomp, SECCOMP)
     if os.geteuid() != 0:
         print("bench_engine_run: needs root (namespaces, cgroups, mounts)", file=sys.stderr)
         return 2
@@ -477,14 +544,14 @@ def main(argv: list[str] | None = None) -> int:
                       service=engine.images, reference=IMAGE)  # fmt: skip
         spec = engine_spec(engine, work)
         prepare_rootfs_targets(rootfs, spec)
-        for seccomp in SECCOMP:
+        for seccomp in seccomps:
             for name in names:
                 if name == "pyrt":
-                    tools.append(PyrtTool(engine, seccomp))
+                    tools.append(PyrtTool(engine, seccomp, work))
                 elif name in exes:
                     tools.append(CliTool(name, exes[name], work, seccomp, spec, rootfs,
                                          cg_parent, count))  # fmt: skip
-        for mode in MODES:
+        for mode in modes:
             for tool in tools:
                 results.append(measure(tool, mode, count, parallel))
                 tool.cleanup()
@@ -513,10 +580,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps([r.__dict__ for r in results], indent=2))
     bad = bool(failed or setup_errors)
     if args.write_readme and not bad:
-        cmd = "PYTHONPATH=. /opt/pyrt-venv/bin/python benchmarks/bench_engine_run.py"
-        if args.count != 100 or args.parallel != 20 or args.quick:
-            cmd += " " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
-                                  if a != "--write-readme")  # fmt: skip
+        given = argv if argv is not None else sys.argv[1:]
+        cmd = " ".join(["PYTHONPATH=. /opt/pyrt-venv/bin/python benchmarks/bench_engine_run.py",
+                        *given])  # fmt: skip
         write_section(f"{SECTION_HEAD}\nCommand, from the repository root: `{cmd}`\n\n{block}")
         print(f"wrote the table into {README}")
     elif args.write_readme:
