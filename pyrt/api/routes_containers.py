@@ -23,6 +23,7 @@ import json
 import os
 import queue
 import select
+import socket
 import struct
 import threading
 import time
@@ -248,24 +249,42 @@ def logs(req: Request) -> StreamResponse:
 # -- hijacked streams -------------------------------------------------------------------------
 
 
-def _read1(h: Hijacked) -> bytes:
+def _take_buffered(h: Hijacked) -> bytes:
+    """What the server had already read past the request head (stdin the client sent with
+    it), without blocking. Called once, in the handler's thread, right after the hijack:
+    from then on stdin is read from the socket itself, so no thread ever blocks holding
+    the server's reader (whose close at the end of the request would then hang)."""
     reader: Any = h.rfile
     try:
-        if hasattr(reader, "read1"):
-            return bytes(reader.read1(65536))
-        return bytes(reader.read(1))
+        h.sock.setblocking(False)
+        try:
+            data = reader.read1(65536)
+        finally:
+            h.sock.setblocking(True)
     except (OSError, ValueError):
         return b""
+    return bytes(data or b"")
 
 
-def _pump_stdin(h: Hijacked, write: Callable[[bytes], None], close: Callable[[], None]
-                ) -> threading.Thread:
-    """Client -> container stdin in a thread, until the client's EOF."""
+def _end(h: Hijacked) -> None:
+    """Both directions shut: the client sees the end, a stdin thread wakes up with EOF."""
+    with contextlib.suppress(OSError):
+        h.wfile.flush()
+    with contextlib.suppress(OSError):
+        h.sock.shutdown(socket.SHUT_RDWR)
+
+
+def _pump_stdin(h: Hijacked, pending: bytes, write: Callable[[bytes], None],
+                close: Callable[[], None]) -> threading.Thread:
+    """Client -> container stdin in a thread (`pending` first), until the client's EOF or
+    _end()."""
 
     def run() -> None:
         try:
+            if pending:
+                write(pending)
             while True:
-                data = _read1(h)
+                data = h.sock.recv(65536)
                 if not data:
                     break
                 write(data)
@@ -308,7 +327,7 @@ def _started_since(svc: Any, cid: str, before: str) -> Any:
     return rec if rec.started_at and rec.started_at != before else None
 
 
-def _stdin_when_started(h: Hijacked, svc: Any, cid: str, before: str,
+def _stdin_when_started(h: Hijacked, pending: bytes, svc: Any, cid: str, before: str,
                         done: threading.Event) -> None:
     """Once the container has started, forward the client's stdin (what it sent before is
     still in the socket's buffer) through a shim attach; its output is dropped (the
@@ -322,7 +341,7 @@ def _stdin_when_started(h: Hijacked, svc: Any, cid: str, before: str,
             att = svc.attach(cid, stdin=True, stream=True)
         except PyrtError:
             return
-        _pump_stdin(h, att.write, att.close_stdin)
+        _pump_stdin(h, pending, att.write, att.close_stdin)
         try:
             for _ in att:
                 pass
@@ -335,20 +354,32 @@ def _stdin_when_started(h: Hijacked, svc: Any, cid: str, before: str,
 
 
 def attach(req: Request) -> None:
+    svc = _svc(req)
+    for name in ("stream", "logs", "stdin", "stdout", "stderr"):
+        query_bool(req.query, name)  # a bad value is a 400 before the hijack
+    rec = svc.resolve(req.params["id"])
+    tty = bool(rec.config.Tty)
+    h = req.hijack(RAW_STREAM if tty else MUX_STREAM)
+    pending = _take_buffered(h)
+    try:
+        _attach_stream(req, svc, rec, h, pending)
+    finally:
+        _end(h)
+    return None
+
+
+def _attach_stream(req: Request, svc: Any, rec: Any, h: Hijacked, pending: bytes) -> None:
     from pyrt.containers.logs import read_logs
 
-    svc = _svc(req)
     q = req.query
     stream, logs_ = query_bool(q, "stream"), query_bool(q, "logs")
     want_in = query_bool(q, "stdin")
     want = {1: query_bool(q, "stdout"), 2: query_bool(q, "stderr")}
-    rec = svc.resolve(req.params["id"])
     tty = bool(rec.config.Tty)
-    h = req.hijack(RAW_STREAM if tty else MUX_STREAM)
     if rec.state in _LIVE:
         with svc.attach(rec.id, stdin=want_in, logs=logs_, stream=stream) as att:
             if want_in and rec.config.OpenStdin and stream:
-                _pump_stdin(h, att.write, att.close_stdin)
+                _pump_stdin(h, pending, att.write, att.close_stdin)
             for s, data in att:
                 if want.get(s) and not _send(h, _out(tty, s, data)):
                     break
@@ -384,7 +415,7 @@ def attach(req: Request) -> None:
 
     done = threading.Event()
     if want_in and rec.config.OpenStdin:
-        _stdin_when_started(h, svc, rec.id, before, done)
+        _stdin_when_started(h, pending, svc, rec.id, before, done)
     try:
         for e in read_logs(log_path, follow=True, since=since, stop=stop,
                            poll_interval=0.02):
@@ -429,15 +460,18 @@ def exec_start(req: Request) -> Response | None:
     tty = run.pty is not None
     try:
         h = req.hijack(RAW_STREAM if tty else MUX_STREAM)
-        _exec_stream(h, run, tty)
-        with contextlib.suppress(TimeoutError, PyrtError):
-            svc.exec_wait(eid, timeout=30)  # so an inspect right after sees the exit code
+        try:
+            _exec_stream(h, _take_buffered(h), run, tty)
+            with contextlib.suppress(TimeoutError, PyrtError):
+                svc.exec_wait(eid, timeout=30)  # so an inspect right after sees the exit code
+        finally:
+            _end(h)
     finally:
         run.close()
     return None
 
 
-def _exec_stream(h: Hijacked, run: Any, tty: bool) -> None:
+def _exec_stream(h: Hijacked, pending: bytes, run: Any, tty: bool) -> None:
     if tty:
         master = os.dup(run.pty)
 
@@ -447,7 +481,7 @@ def _exec_stream(h: Hijacked, run: Any, tty: bool) -> None:
                 n = os.write(master, view)
                 view = view[n:]
 
-        _pump_stdin(h, write_pty, lambda: os.close(master))
+        _pump_stdin(h, pending, write_pty, lambda: os.close(master))
         fds = {run.pty: 1}
     else:
         if run.stdin is not None:
@@ -460,7 +494,7 @@ def _exec_stream(h: Hijacked, run: Any, tty: bool) -> None:
                     n = os.write(fd_in, view)
                     view = view[n:]
 
-            _pump_stdin(h, write_in, lambda: os.close(fd_in))
+            _pump_stdin(h, pending, write_in, lambda: os.close(fd_in))
         fds = {fd: s for fd, s in ((run.stdout, 1), (run.stderr, 2)) if fd is not None}
     while fds:
         ready, _, _ = select.select(list(fds), [], [])

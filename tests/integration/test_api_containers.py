@@ -26,7 +26,8 @@ import pytest
 from tests.integration.test_api_system import PyrtdProcess
 
 IMAGE = "ctbb:latest"
-APPLETS = ("sh", "echo", "sleep", "cat", "ls", "ps", "id", "pwd", "env", "true", "false")
+APPLETS = ("sh", "echo", "sleep", "cat", "ls", "ps", "id", "pwd", "env", "true", "false",
+           "stty")
 
 
 def busybox_rootfs() -> bytes:
@@ -395,3 +396,62 @@ def test_archive_export_changes_commit_top_stats(ctd: CtDaemon) -> None:
     assert ctd.api("POST", "/commit?container=nosuch")[0] == 404
     ctd.api("DELETE", f"/containers/{cid}?force=1")
     ctd.client().remove_image("ctcommit:v1")
+
+
+def test_tty_attach_resize_and_exec_resize(ctd: CtDaemon) -> None:
+    cid = ctd.create(["sh"], Tty=True, OpenStdin=True, AttachStdin=True)
+    assert ctd.api("POST", f"/containers/{cid}/start")[0] == 204
+    status, out = ctd.api("POST", f"/containers/{cid}/resize?h=30&w=100")
+    assert status == 200
+    assert ctd.api("POST", f"/containers/{cid}/resize?h=-1&w=5")[0] == 400
+    s = raw_request(ctd, f"POST /containers/{cid}/attach?stream=1&stdin=1&stdout=1&stderr=1 "
+                         "HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+    try:
+        head, rest = read_head(s)
+        assert b"application/vnd.docker.raw-stream" in head
+        s.sendall(b"stty size; exit 7\n")
+        body = read_all(s, rest)  # raw: no frame headers with a tty
+        assert b"30 100" in body and not body.startswith(b"\x01\x00")
+    finally:
+        s.close()
+    assert ctd.api("POST", f"/containers/{cid}/wait")[1] == {"StatusCode": 7, "Error": None}
+    # an exec with a tty, resized while it runs
+    cid2 = ctd.create(["sleep", "60"])
+    assert ctd.api("POST", f"/containers/{cid2}/start")[0] == 204
+    status, out = ctd.api("POST", f"/containers/{cid2}/exec",
+                          {"Cmd": ["sh", "-c", "sleep 0.5; stty size"], "Tty": True,
+                           "AttachStdout": True})
+    eid = out["Id"]
+    s = raw_request(ctd, f"POST /exec/{eid}/start HTTP/1.1\r\nHost: x\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 27\r\n\r\n"
+                         '{"Detach":false,"Tty":true}')
+    try:
+        head, rest = read_head(s)
+        assert head.startswith(b"HTTP/1.1 200") and b"raw-stream" in head
+        assert ctd.api("POST", f"/exec/{eid}/resize?h=20&w=70")[0] == 200
+        assert b"20 70" in read_all(s, rest)
+    finally:
+        s.close()
+    assert ctd.api("GET", f"/exec/{eid}/json")[1]["ExitCode"] == 0
+    assert ctd.api("POST", "/exec/nosuch/resize?h=1&w=1")[0] == 404
+    for c in (cid, cid2):
+        ctd.api("DELETE", f"/containers/{c}?force=1")
+
+
+def test_stats_stream(ctd: CtDaemon) -> None:
+    cid = ctd.create(["sleep", "60"])
+    assert ctd.api("POST", f"/containers/{cid}/start")[0] == 204
+    c = ctd.conn()
+    try:
+        c.request("GET", f"/containers/{cid}/stats?stream=1")
+        r = c.getresponse()
+        assert r.status == 200
+        first, second = json.loads(r.readline()), json.loads(r.readline())
+        assert first["id"] == second["id"] == cid
+        assert second["precpu_stats"] == first["cpu_stats"]
+    finally:
+        c.close()
+    assert ctd.api("POST", f"/containers/{cid}/kill")[0] == 204
+    assert ctd.api("GET", f"/containers/{cid}/stats?stream=false")[1]["read"] == \
+        "0001-01-01T00:00:00Z"
+    ctd.api("DELETE", f"/containers/{cid}")
