@@ -320,6 +320,35 @@ def _hung_up(h: Hijacked) -> bool:
         return True
 
 
+def _interrupt(att: Any) -> None:
+    """Wake a thread blocked reading the attachment's shim socket: shut the socket down
+    (closing it would not wake a blocked recv). The Attachment offers no method for this,
+    so its stream's fd is used (through a dup, which shares the socket)."""
+    stream = getattr(att, "_stream", None)
+    if stream is None:
+        return
+    s = socket.socket(fileno=os.dup(stream.fileno()))
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    finally:
+        s.close()
+
+
+def _close_on_hangup(h: Hijacked, finished: threading.Event, close: Callable[[], None]
+                     ) -> None:
+    """Call `close` when the client hangs up before `finished` is set (a quiet container
+    would otherwise hold the handler until it writes or exits)."""
+
+    def run() -> None:
+        while not finished.wait(0.25):
+            if _hung_up(h):
+                with contextlib.suppress(OSError, PyrtError):
+                    close()
+                return
+
+    threading.Thread(target=run, name="pyrt-api-hangup", daemon=True).start()
+
+
 def _started_since(svc: Any, cid: str, before: str) -> Any:
     """The record when the container has started since its start time was `before`; None
     when not (yet); NotFound when it is gone."""
@@ -380,9 +409,16 @@ def _attach_stream(req: Request, svc: Any, rec: Any, h: Hijacked, pending: bytes
         with svc.attach(rec.id, stdin=want_in, logs=logs_, stream=stream) as att:
             if want_in and rec.config.OpenStdin and stream:
                 _pump_stdin(h, pending, att.write, att.close_stdin)
-            for s, data in att:
-                if want.get(s) and not _send(h, _out(tty, s, data)):
-                    break
+            finished = threading.Event()
+            _close_on_hangup(h, finished, lambda: _interrupt(att))
+            try:
+                for s, data in att:
+                    if want.get(s) and not _send(h, _out(tty, s, data)):
+                        break
+            except (OSError, PyrtError):
+                pass  # closed on the client's hang-up
+            finally:
+                finished.set()
         return None
     # not running: replay what the log holds (logs=1), then (stream=1) follow the log of the
     # next run from its first byte: the file is made now, so the shim appends to the very
@@ -461,9 +497,9 @@ def exec_start(req: Request) -> Response | None:
     try:
         h = req.hijack(RAW_STREAM if tty else MUX_STREAM)
         try:
-            _exec_stream(h, _take_buffered(h), run, tty)
-            with contextlib.suppress(TimeoutError, PyrtError):
-                svc.exec_wait(eid, timeout=30)  # so an inspect right after sees the exit code
+            if _exec_stream(h, _take_buffered(h), run, tty):
+                with contextlib.suppress(TimeoutError, PyrtError):
+                    svc.exec_wait(eid, timeout=30)  # an inspect right after sees the exit code
         finally:
             _end(h)
     finally:
@@ -471,7 +507,9 @@ def exec_start(req: Request) -> Response | None:
     return None
 
 
-def _exec_stream(h: Hijacked, pending: bytes, run: Any, tty: bool) -> None:
+def _exec_stream(h: Hijacked, pending: bytes, run: Any, tty: bool) -> bool:
+    """The process's output to the client until its end (True), or until the client
+    left (False)."""
     if tty:
         master = os.dup(run.pty)
 
@@ -497,7 +535,9 @@ def _exec_stream(h: Hijacked, pending: bytes, run: Any, tty: bool) -> None:
             _pump_stdin(h, pending, write_in, lambda: os.close(fd_in))
         fds = {fd: s for fd, s in ((run.stdout, 1), (run.stderr, 2)) if fd is not None}
     while fds:
-        ready, _, _ = select.select(list(fds), [], [])
+        ready, _, _ = select.select(list(fds), [], [], 0.25)
+        if not ready and _hung_up(h):
+            return False  # the client left: the process goes on, as with docker
         for fd in ready:
             try:
                 data = os.read(fd, 65536)
@@ -507,7 +547,8 @@ def _exec_stream(h: Hijacked, pending: bytes, run: Any, tty: bool) -> None:
                 del fds[fd]
                 continue
             if not _send(h, _out(tty, fds[fd], data)):
-                return
+                return False
+    return True
 
 
 def exec_resize(req: Request) -> Response:

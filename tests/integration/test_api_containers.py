@@ -455,3 +455,37 @@ def test_stats_stream(ctd: CtDaemon) -> None:
     assert ctd.api("GET", f"/containers/{cid}/stats?stream=false")[1]["read"] == \
         "0001-01-01T00:00:00Z"
     ctd.api("DELETE", f"/containers/{cid}")
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_client_hangup_frees_attach_and_exec(ctd: CtDaemon) -> None:
+    cid = ctd.create(["sleep", "60"])
+    assert ctd.api("POST", f"/containers/{cid}/start")[0] == 204
+    status, out = ctd.api("POST", f"/containers/{cid}/exec",
+                          {"Cmd": ["sleep", "30"], "AttachStdout": True})
+    eid = out["Id"]
+    time.sleep(0.5)
+    before = _threads(ctd.proc.pid)
+    a = raw_request(ctd, f"POST /containers/{cid}/attach?stream=1&stdout=1 HTTP/1.1\r\n"
+                         "Host: x\r\n\r\n")
+    e = raw_request(ctd, f"POST /exec/{eid}/start HTTP/1.1\r\nHost: x\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    for s in (a, e):
+        assert read_head(s)[0].startswith(b"HTTP/1.1 200")
+    assert _threads(ctd.proc.pid) > before
+    a.close()
+    e.close()
+    deadline = time.monotonic() + 10
+    while _threads(ctd.proc.pid) > before + 1:  # + the exec's waiter, until sleep 30 ends
+        assert time.monotonic() < deadline, (
+            f"handlers still busy after the client left: {before} threads before, "
+            f"{_threads(ctd.proc.pid)} now")
+        time.sleep(0.1)
+    assert ctd.api("GET", f"/exec/{eid}/json")[1]["Running"] is True
+    assert ctd.api("DELETE", f"/containers/{cid}?force=1")[0] == 204
