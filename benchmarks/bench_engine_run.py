@@ -455,8 +455,9 @@ Every group starts with one untimed warm-up container. The ratio divides pyrt's 
 the row's tool's for the same seccomp setting and mode: above 1 means pyrt is slower.
 crun 1.8's refusal of this hybrid cgroup layout is handled as in bench_runtime.py (hugetlb
 on a v1 hierarchy of its own for the run, undone at the end). Flags: `--count N` (100),
-`--parallel P` (20), `--quick` (N = 5, P = 2), `--tools pyrt,crun,runc`, `--json`,
-`--write-readme` (rewrites this section, only when every row succeeded).
+`--parallel P` (20), `--quick` (N = 5, P = 2), `--tools pyrt,crun,runc`, `--modes
+sequential,parallel`, `--seccomp default,unconfined`, `--json`, `--write-readme` (rewrites
+this section, only when every row succeeded).
 """
 
 
