@@ -649,6 +649,41 @@ def commit(req: Request) -> Response:
     return json_response({"Id": image_id}, 201)
 
 
+def prune(req: Request) -> Response:
+    """POST /containers/prune: remove the stopped containers (created, exited, dead) that
+    match the filters (label=..., until=<time>). ContainerService has no prune, so this
+    route composes list + remove."""
+    from pyrt.containers.logs import parse_time_ns
+
+    filters = query_filters(req.query)
+    unknown = sorted(set(filters) - {"label", "until"})
+    if unknown:
+        raise InvalidArgument(f"filters: invalid filter '{unknown[0]}' for container prune "
+                              "(label, until)")
+    until: float | None = None
+    for v in filters.get("until", []):
+        try:
+            until = float(v)
+        except ValueError:
+            until = parse_time_ns(v) / 1e9
+    svc = _svc(req)
+    flt: dict[str, list[str]] = {"status": ["created", "exited", "dead"]}
+    if filters.get("label"):
+        flt["label"] = filters["label"]
+    deleted: list[str] = []
+    reclaimed = 0
+    for c in svc.list(all=True, filters=flt, size=True):
+        if until is not None and c["Created"] >= until:
+            continue
+        try:
+            svc.remove(c["Id"])
+        except PyrtError:
+            continue  # started or removed meanwhile: not this prune's to take
+        deleted.append(c["Id"])
+        reclaimed += int(c.get("SizeRw") or 0)
+    return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
 def register(router: Router) -> None:
     router.add("POST", "/containers/create", create)
     router.add("GET", "/containers/json", list_containers)
@@ -677,6 +712,7 @@ def register(router: Router) -> None:
     router.add("GET", "/containers/{id}/export", export)
     router.add("GET", "/containers/{id}/changes", changes)
     router.add("POST", "/commit", commit)
+    router.add("POST", "/containers/prune", prune)
 
 
 __all__ = ["MUX_STREAM", "RAW_STREAM", "frame", "register"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +163,48 @@ def test_errors(ctd: CtDaemon) -> None:
     assert "is already in use" in r.stderr.decode()
     dk(ctd, "rm", name)
     assert ctd.client().ping() and ctd.proc.poll() is None
+
+
+def test_start_attach_diff_commit_export_prune(ctd: CtDaemon, tmp_path: Path) -> None:
+    name = uname()
+    dk(ctd, "create", "--name", name, IMAGE, "sh", "-c", "echo started; exit 2")
+    for _ in range(2):  # each start -a shows that run's output only
+        r = dk(ctd, "start", "-a", name, code=2)
+        assert out(r) == "started\n"
+    at = uname()
+    dk(ctd, "run", "-d", "--name", at, IMAGE, "sh", "-c", "sleep 1; echo later")
+    assert out(dk(ctd, "attach", at)) == "later\n"
+    cm = uname()
+    dk(ctd, "run", "-d", "--name", cm, IMAGE, "sh", "-c", "echo x > /root/f; sleep 60")
+    deadline = time.monotonic() + 10
+    while "A /root/f" not in out(dk(ctd, "diff", cm)):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert out(dk(ctd, "diff", cm)).splitlines() == ["C /root", "A /root/f"]
+    image = f"cli-commit-{uuid.uuid4().hex[:6]}:1"
+    assert out(dk(ctd, "commit", "-m", "msg", "-c", "ENV Z=1", cm, image)).startswith("sha256:")
+    assert out(dk(ctd, "run", "--rm", image, "sh", "-c", "cat /root/f; echo $Z")) == "x\n1\n"
+    dk(ctd, "rmi", image)
+    dk(ctd, "export", "-o", str(tmp_path / "fs.tar"), cm)
+    with tarfile.open(tmp_path / "fs.tar") as tf:
+        names = {n.lstrip("./") for n in tf.getnames()}
+    assert {"bin/busybox", "root/f"} <= names
+    dk(ctd, "rm", "-f", cm)
+    # prune takes the stopped ones (name, at) and leaves a running one
+    keep = uname()
+    dk(ctd, "run", "-d", "--name", keep, IMAGE, "sleep", "60")
+    r = dk(ctd, "container", "prune", "-f")
+    assert "Deleted Containers:" in out(r)
+    assert out(dk(ctd, "ps", "-a", "--format", "{{.Names}}")) == f"{keep}\n"
+    dk(ctd, "rm", "-f", keep)
+
+
+def test_run_with_a_terminal(ctd: CtDaemon) -> None:
+    """docker run -it under script(1), which gives the CLI a pty."""
+    env = dict(os.environ, DOCKER_HOST=f"unix://{ctd.sock}",
+               DOCKER_CONFIG=str(ctd.tmp / "docker-config"))
+    r = subprocess.run(["script", "-qec", f"{DOCKER} run --rm -it {IMAGE} sh -c 'tty; exit 4'",
+                        "/dev/null"], env=env, capture_output=True, timeout=60,
+                       stdin=subprocess.DEVNULL, check=False)
+    assert r.returncode == 4, (r.stdout, r.stderr)
+    assert b"/dev/pts/" in r.stdout

@@ -489,3 +489,29 @@ def test_client_hangup_frees_attach_and_exec(ctd: CtDaemon) -> None:
         time.sleep(0.1)
     assert ctd.api("GET", f"/exec/{eid}/json")[1]["Running"] is True
     assert ctd.api("DELETE", f"/containers/{cid}?force=1")[0] == 204
+
+
+def test_prune(ctd: CtDaemon) -> None:
+    tag = uname()
+    running = ctd.create(["sleep", "60"], Labels={"p": tag})
+    assert ctd.api("POST", f"/containers/{running}/start")[0] == 204
+    exited = ctd.create(["true"], Labels={"p": tag})
+    assert ctd.api("POST", f"/containers/{exited}/start")[0] == 204
+    assert ctd.api("POST", f"/containers/{exited}/wait")[1]["StatusCode"] == 0
+    created = ctd.create(["true"], Labels={"p": tag})
+    other = ctd.create(["true"], Labels={"p": "other-" + tag})
+    flt = urllib.parse.quote(json.dumps({"label": [f"p={tag}"]}))
+    status, out = ctd.api("POST", f"/containers/prune?filters={flt}")
+    assert status == 200 and sorted(out["ContainersDeleted"]) == sorted([exited, created])
+    assert isinstance(out["SpaceReclaimed"], int)
+    for cid, code in ((exited, 404), (created, 404), (running, 200), (other, 200)):
+        assert ctd.api("GET", f"/containers/{cid}/json")[0] == code
+    old = urllib.parse.quote(json.dumps({"until": ["1000000000"]}))
+    status, out = ctd.api("POST", f"/containers/prune?filters={old}")
+    assert (status, out["ContainersDeleted"]) == (200, None)
+    assert ctd.api("GET", f"/containers/{other}/json")[0] == 200
+    bad = urllib.parse.quote(json.dumps({"bogus": ["1"]}))
+    status, out = ctd.api("POST", f"/containers/prune?filters={bad}")
+    assert status == 400 and "bogus" in out["message"]
+    for cid in (running, other):
+        ctd.api("DELETE", f"/containers/{cid}?force=1")
