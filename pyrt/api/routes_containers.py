@@ -234,9 +234,26 @@ def logs(req: Request) -> StreamResponse:
         since = None
     if until in ("0",):
         until = None
-    entries = svc.logs(rec.id, follow=query_bool(q, "follow"), tail=_tail(req), since=since,
-                       until=until, timestamps=query_bool(q, "timestamps"), stdout=out,
-                       stderr=err)
+    follow = query_bool(q, "follow")
+    if not follow:
+        entries = svc.logs(rec.id, tail=_tail(req), since=since, until=until,
+                           timestamps=query_bool(q, "timestamps"), stdout=out, stderr=err)
+    else:
+        # the service's follow ends only with the container: the reader is run here with a
+        # stop that also sees the client leave (`docker logs -f` then ^C on a quiet one)
+        from pyrt.containers.logs import read_logs
+
+        def stop() -> bool:
+            if req.client_gone():
+                return True
+            try:
+                return bool(svc.get_record(rec.id).state not in (*_LIVE, "restarting"))
+            except NotFound:
+                return True
+
+        entries = read_logs(svc.paths(rec.id).log, follow=True, tail=_tail(req), since=since,
+                            until=until, timestamps=query_bool(q, "timestamps"), stdout=out,
+                            stderr=err, stop=stop, poll_interval=0.05)
 
     def chunks() -> Iterator[bytes]:
         for e in entries:

@@ -479,8 +479,13 @@ def test_client_hangup_frees_attach_and_exec(ctd: CtDaemon) -> None:
     for s in (a, e):
         assert read_head(s)[0].startswith(b"HTTP/1.1 200")
     assert _threads(ctd.proc.pid) > before
+    c = ctd.conn()  # logs -f of a quiet container, then the client leaves
+    c.request("GET", f"/containers/{cid}/logs?stdout=1&follow=1")
+    assert c.getresponse().status == 200
+    assert _threads(ctd.proc.pid) > before
     a.close()
     e.close()
+    c.close()
     deadline = time.monotonic() + 10
     while _threads(ctd.proc.pid) > before + 1:  # + the exec's waiter, until sleep 30 ends
         assert time.monotonic() < deadline, (
