@@ -97,8 +97,10 @@ def inspect(req: Request) -> Response:
 
 
 def _signal_param(req: Request) -> str | None:
+    from pyrt.containers.options import validate_signal
+
     sig = query_str(req.query, "signal")
-    return sig or None
+    return validate_signal(sig, "signal") if sig else None
 
 
 def _timeout_param(req: Request) -> int | None:

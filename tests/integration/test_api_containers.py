@@ -167,6 +167,25 @@ def test_bad_requests_and_the_daemon_lives(ctd: CtDaemon) -> None:
     assert status == 409 and "is not running" in out["message"]
     status, out = ctd.api("POST", f"/containers/{cid}/rename")
     assert status == 400 and "name" in out["message"]
+    status, out = ctd.api("POST", f"/containers/{cid}/exec", {"Cmd": ["true"]})
+    assert status == 409 and "not running" in out["message"]
+    assert ctd.api("POST", "/exec/nosuch/start", {"Detach": False})[1] == {
+        "message": "No such exec instance: nosuch"}
+    status, out = ctd.api("POST", "/exec/nosuch/start", raw=b"{bad")
+    assert status == 400
+    status, out = ctd.api("GET", f"/containers/{cid}/archive")
+    assert status == 400 and "path" in out["message"]
+    status, out = ctd.api("POST", "/commit")
+    assert status == 400 and "container" in out["message"]
+    status, out = ctd.api("GET", "/containers/json?limit=x")
+    assert status == 400 and "limit" in out["message"]
+    running = ctd.create(["sleep", "60"])
+    assert ctd.api("POST", f"/containers/{running}/start")[0] == 204
+    status, out = ctd.api("POST", f"/containers/{running}/kill?signal=BOGUS")
+    assert status == 400 and "BOGUS" in out["message"]
+    assert ctd.api("POST", f"/containers/{running}/stop?signal=SIGKILL&t=30")[0] == 204
+    assert ctd.api("GET", f"/containers/{running}/json")[1]["State"]["ExitCode"] == 137
+    assert ctd.api("DELETE", f"/containers/{running}")[0] == 204
     assert ctd.api("DELETE", f"/containers/{cid}")[0] == 204
     assert ctd.client().ping() and ctd.proc.poll() is None
 
