@@ -171,6 +171,20 @@ def wait(req: Request) -> StreamResponse:
 
     threading.Thread(target=run, name=f"pyrt-api-wait-{rec.id[:12]}", daemon=True).start()
 
+    def exited_meanwhile() -> dict[str, Any] | None:
+        """next-exit: an exit between the resolve above and the moment the waiting thread
+        took its mark would be missed by it (the client starts the container as soon as
+        it has the headers): seen here by the record's finish time."""
+        if condition != "next-exit":
+            return None
+        try:
+            cur = svc.get_record(rec.id)
+        except NotFound:
+            return None
+        if cur.finished_at != rec.finished_at and cur.state not in (*_LIVE, "restarting"):
+            return {"StatusCode": cur.exit_code, "Error": None}
+        return None
+
     def chunks() -> Iterator[bytes]:
         while True:
             try:
@@ -178,7 +192,10 @@ def wait(req: Request) -> StreamResponse:
             except queue.Empty:
                 if req.client_gone():
                     return  # the waiting thread ends with the container
-                continue
+                late = exited_meanwhile()
+                if late is None:
+                    continue
+                result = late
             yield json.dumps(result).encode() + b"\n"
             return
 

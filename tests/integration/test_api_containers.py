@@ -539,3 +539,27 @@ def test_prune(ctd: CtDaemon) -> None:
     assert status == 400 and "bogus" in out["message"]
     for cid in (running, other):
         ctd.api("DELETE", f"/containers/{cid}?force=1")
+
+
+def test_wait_next_exit_then_start_at_once(ctd: CtDaemon) -> None:
+    """As `docker run`: wait?condition=next-exit, start as soon as its headers are in; the
+    exit of a container that ends at once is never missed."""
+    for i in range(15):
+        cid = ctd.create(["sh", "-c", f"exit {i}"])
+        s = raw_request(ctd, f"POST /containers/{cid}/wait?condition=next-exit HTTP/1.1\r\n"
+                             "Host: x\r\nContent-Length: 0\r\n\r\n")
+        try:
+            head, rest = read_head(s)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert ctd.api("POST", f"/containers/{cid}/start")[0] == 204
+            s.settimeout(10)
+            body = rest
+            while not body.endswith(b"0\r\n\r\n"):
+                chunk = s.recv(4096)
+                assert chunk
+                body += chunk
+            size, payload = body.split(b"\r\n", 1)
+            assert json.loads(payload[:int(size, 16)]) == {"StatusCode": i, "Error": None}
+        finally:
+            s.close()
+        assert ctd.api("DELETE", f"/containers/{cid}")[0] == 204
