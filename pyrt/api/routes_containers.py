@@ -90,7 +90,12 @@ def list_containers(req: Request) -> Response:
 
 
 def inspect(req: Request) -> Response:
-    return json_response(_svc(req).inspect(req.params["id"]))
+    svc = _svc(req)
+    out = svc.inspect(req.params["id"])
+    if query_bool(req.query, "size"):  # SizeRw/SizeRootFs, as the list computes them
+        for c in svc.list(all=True, filters={"id": [out["Id"]]}, size=True):
+            out["SizeRw"], out["SizeRootFs"] = c["SizeRw"], c["SizeRootFs"]
+    return json_response(out)
 
 
 # -- lifecycle --------------------------------------------------------------------------------

@@ -199,6 +199,9 @@ def test_lifecycle_status_codes(ctd: CtDaemon) -> None:
     status, out = ctd.api("GET", f"/containers/{name}/json")
     assert status == 200 and out["Id"] == cid and out["Name"] == f"/{name}"
     assert out["State"]["Status"] == "created" and out["Config"]["Cmd"] == ["sleep", "60"]
+    assert "SizeRw" not in out
+    sized = ctd.api("GET", f"/containers/{name}/json?size=1")[1]
+    assert sized["SizeRw"] >= 0 and sized["SizeRootFs"] >= len(Path("/bin/busybox").read_bytes())
     flt = urllib.parse.quote(json.dumps({"label": [f"t={name}"]}))
     status, out = ctd.api("GET", f"/containers/json?filters={flt}")
     assert (status, out) == (200, [])  # not running: only with all=1
