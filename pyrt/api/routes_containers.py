@@ -315,25 +315,92 @@ def _end(h: Hijacked) -> None:
         h.sock.shutdown(socket.SHUT_RDWR)
 
 
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+_CTRL = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+
+
+def parse_detach_keys(text: str, what: str = "detachKeys") -> bytes:
+    """docker's detach keys: "ctrl-p,ctrl-q", "a,ctrl-x"... -> the byte sequence."""
+    out = bytearray()
+    for key in text.split(","):
+        k = key.strip()
+        if len(k) == 1:
+            out.append(ord(k))
+        elif k.lower().startswith("ctrl-") and len(k) == 6:
+            c = k[5].lower()
+            if "a" <= c <= "z":
+                out.append(ord(c) - ord("a") + 1)
+            elif c in _CTRL:
+                out.append(_CTRL[c])
+            else:
+                raise InvalidArgument(f"{what}: invalid key {k!r}")
+        else:
+            raise InvalidArgument(f"{what}: invalid key {k!r} (a character or ctrl-<value>, "
+                                  "comma-separated)")
+    if not out:
+        raise InvalidArgument(f"{what}: no key given")
+    return bytes(out)
+
+
+class _Detacher:
+    """Spots the detach sequence in the client's stdin, across reads: what could be its
+    start is held back until the next bytes tell."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self.held = b""
+        self.detached = threading.Event()
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to forward; sets `detached` (and forwards nothing after the keys)."""
+        out = bytearray()
+        buf = self.held + data
+        self.held = b""
+        i = 0
+        while i < len(buf):
+            rest = buf[i:i + len(self.keys)]
+            if rest == self.keys:
+                self.detached.set()
+                return bytes(out)
+            if self.keys.startswith(rest) and i + len(rest) == len(buf):
+                self.held = bytes(rest)  # a possible start at the end: wait for more
+                return bytes(out)
+            out.append(buf[i])
+            i += 1
+        return bytes(out)
+
+
 def _pump_stdin(h: Hijacked, pending: bytes, write: Callable[[bytes], None],
-                close: Callable[[], None]) -> threading.Thread:
+                close: Callable[[], None], detacher: _Detacher | None = None,
+                on_detach: Callable[[], None] | None = None, *,
+                close_on_detach: bool = False) -> threading.Thread:
     """Client -> container stdin in a thread (`pending` first), until the client's EOF or
-    _end()."""
+    _end(); with a detacher, until its keys too (then a container's stdin stays open, as
+    docker's; `close_on_detach` for an fd of the pump's own)."""
 
     def run() -> None:
+        detached = False
         try:
-            if pending:
-                write(pending)
+            data = pending
             while True:
+                if data:
+                    fwd = detacher.feed(data) if detacher is not None else data
+                    if fwd:
+                        write(fwd)
+                    if detacher is not None and detacher.detached.is_set():
+                        detached = True
+                        if on_detach is not None:
+                            on_detach()
+                        return
                 data = h.sock.recv(65536)
                 if not data:
                     break
-                write(data)
         except (OSError, PyrtError, ValueError):
             pass
         finally:
-            with contextlib.suppress(OSError, PyrtError, ValueError):
-                close()
+            if not detached or close_on_detach:
+                with contextlib.suppress(OSError, PyrtError, ValueError):
+                    close()
 
     t = threading.Thread(target=run, name="pyrt-api-stdin", daemon=True)
     t.start()
@@ -398,7 +465,7 @@ def _started_since(svc: Any, cid: str, before: str) -> Any:
 
 
 def _stdin_when_started(h: Hijacked, pending: bytes, svc: Any, cid: str, before: str,
-                        done: threading.Event) -> None:
+                        done: threading.Event, detacher: _Detacher) -> None:
     """Once the container has started, forward the client's stdin (what it sent before is
     still in the socket's buffer) through a shim attach; its output is dropped (the
     handler sends the output from the log)."""
@@ -411,7 +478,7 @@ def _stdin_when_started(h: Hijacked, pending: bytes, svc: Any, cid: str, before:
             att = svc.attach(cid, stdin=True, stream=True)
         except PyrtError:
             return
-        _pump_stdin(h, pending, att.write, att.close_stdin)
+        _pump_stdin(h, pending, att.write, att.close_stdin, detacher, lambda: _interrupt(att))
         try:
             for _ in att:
                 pass
@@ -427,18 +494,20 @@ def attach(req: Request) -> None:
     svc = _svc(req)
     for name in ("stream", "logs", "stdin", "stdout", "stderr"):
         query_bool(req.query, name)  # a bad value is a 400 before the hijack
+    keys = parse_detach_keys(query_str(req.query, "detachKeys") or DEFAULT_DETACH_KEYS)
     rec = svc.resolve(req.params["id"])
     tty = bool(rec.config.Tty)
     h = req.hijack(RAW_STREAM if tty else MUX_STREAM)
     pending = _take_buffered(h)
     try:
-        _attach_stream(req, svc, rec, h, pending)
+        _attach_stream(req, svc, rec, h, pending, _Detacher(keys))
     finally:
         _end(h)
     return None
 
 
-def _attach_stream(req: Request, svc: Any, rec: Any, h: Hijacked, pending: bytes) -> None:
+def _attach_stream(req: Request, svc: Any, rec: Any, h: Hijacked, pending: bytes,
+                   detacher: _Detacher) -> None:
     from pyrt.containers.logs import read_logs
 
     q = req.query
@@ -449,7 +518,8 @@ def _attach_stream(req: Request, svc: Any, rec: Any, h: Hijacked, pending: bytes
     if rec.state in _LIVE:
         with svc.attach(rec.id, stdin=want_in, logs=logs_, stream=stream) as att:
             if want_in and rec.config.OpenStdin and stream:
-                _pump_stdin(h, pending, att.write, att.close_stdin)
+                _pump_stdin(h, pending, att.write, att.close_stdin, detacher,
+                            lambda: _interrupt(att))
             finished = threading.Event()
             _close_on_hangup(h, finished, lambda: _interrupt(att))
             try:
@@ -479,7 +549,7 @@ def _attach_stream(req: Request, svc: Any, rec: Any, h: Hijacked, pending: bytes
     seen = {"started": False}
 
     def stop() -> bool:
-        if _hung_up(h):
+        if _hung_up(h) or detacher.detached.is_set():
             return True
         try:
             cur = _started_since(svc, rec.id, before)
@@ -492,7 +562,7 @@ def _attach_stream(req: Request, svc: Any, rec: Any, h: Hijacked, pending: bytes
 
     done = threading.Event()
     if want_in and rec.config.OpenStdin:
-        _stdin_when_started(h, pending, svc, rec.id, before, done)
+        _stdin_when_started(h, pending, svc, rec.id, before, done, detacher)
     try:
         for e in read_logs(log_path, follow=True, since=since, stop=stop,
                            poll_interval=0.02):
@@ -538,7 +608,9 @@ def exec_start(req: Request) -> Response | None:
     try:
         h = req.hijack(RAW_STREAM if tty else MUX_STREAM)
         try:
-            if _exec_stream(h, _take_buffered(h), run, tty):
+            keys = run.instance.config.DetachKeys or DEFAULT_DETACH_KEYS
+            detacher = _Detacher(parse_detach_keys(keys, "DetachKeys"))
+            if _exec_stream(h, _take_buffered(h), run, tty, detacher):
                 with contextlib.suppress(TimeoutError, PyrtError):
                     svc.exec_wait(eid, timeout=30)  # an inspect right after sees the exit code
         finally:
@@ -548,7 +620,8 @@ def exec_start(req: Request) -> Response | None:
     return None
 
 
-def _exec_stream(h: Hijacked, pending: bytes, run: Any, tty: bool) -> bool:
+def _exec_stream(h: Hijacked, pending: bytes, run: Any, tty: bool, detacher: _Detacher
+                 ) -> bool:
     """The process's output to the client until its end (True), or until the client
     left (False)."""
     if tty:
@@ -560,7 +633,8 @@ def _exec_stream(h: Hijacked, pending: bytes, run: Any, tty: bool) -> bool:
                 n = os.write(master, view)
                 view = view[n:]
 
-        _pump_stdin(h, pending, write_pty, lambda: os.close(master))
+        _pump_stdin(h, pending, write_pty, lambda: os.close(master), detacher,
+                    close_on_detach=True)
         fds = {run.pty: 1}
     else:
         if run.stdin is not None:
@@ -573,12 +647,13 @@ def _exec_stream(h: Hijacked, pending: bytes, run: Any, tty: bool) -> bool:
                     n = os.write(fd_in, view)
                     view = view[n:]
 
-            _pump_stdin(h, pending, write_in, lambda: os.close(fd_in))
+            _pump_stdin(h, pending, write_in, lambda: os.close(fd_in), detacher,
+                        close_on_detach=True)
         fds = {fd: s for fd, s in ((run.stdout, 1), (run.stderr, 2)) if fd is not None}
     while fds:
         ready, _, _ = select.select(list(fds), [], [], 0.25)
-        if not ready and _hung_up(h):
-            return False  # the client left: the process goes on, as with docker
+        if detacher.detached.is_set() or (not ready and _hung_up(h)):
+            return False  # the client left or detached: the process goes on, as with docker
         for fd in ready:
             try:
                 data = os.read(fd, 65536)
@@ -756,4 +831,5 @@ def register(router: Router) -> None:
     router.add("POST", "/containers/prune", prune)
 
 
-__all__ = ["MUX_STREAM", "RAW_STREAM", "frame", "register"]
+__all__ = ["DEFAULT_DETACH_KEYS", "MUX_STREAM", "RAW_STREAM", "frame", "parse_detach_keys",
+           "register"]

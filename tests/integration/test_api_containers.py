@@ -566,3 +566,47 @@ def test_wait_next_exit_then_start_at_once(ctd: CtDaemon) -> None:
         finally:
             s.close()
         assert ctd.api("DELETE", f"/containers/{cid}")[0] == 204
+
+
+def test_detach_keys(ctd: CtDaemon) -> None:
+    from pyrt.api.routes_containers import parse_detach_keys
+
+    assert parse_detach_keys("ctrl-p,ctrl-q") == b"\x10\x11"
+    assert parse_detach_keys("a,ctrl-@,ctrl-]") == b"a\x00\x1d"
+    cid = ctd.create(["cat"], OpenStdin=True, Tty=True)
+    assert ctd.api("POST", f"/containers/{cid}/start")[0] == 204
+    status, out = ctd.api("POST", f"/containers/{cid}/attach?stream=1&stdin=1&detachKeys=ctrl-")
+    assert status == 400 and "detachKeys" in out["message"]
+    s = raw_request(ctd, f"POST /containers/{cid}/attach?stream=1&stdin=1&stdout=1 HTTP/1.1\r\n"
+                         "Host: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+    try:
+        head, rest = read_head(s)
+        s.sendall(b"before\n\x10")  # ctrl-p held back, then ctrl-q in another read
+        body = rest
+        while b"before" not in body:
+            chunk = s.recv(4096)
+            assert chunk, body
+            body += chunk
+        s.sendall(b"\x11after\n")
+        body += read_all(s)  # the stream ends at the keys; the container goes on
+        assert b"after" not in body and b"\x10" not in body and b"^P" not in body
+    finally:
+        s.close()
+    assert ctd.api("GET", f"/containers/{cid}/json")[1]["State"]["Running"] is True
+    # a custom sequence, on a second attach: stdin stayed open
+    s = raw_request(ctd, f"POST /containers/{cid}/attach?stream=1&stdin=1&stdout=1"
+                         "&detachKeys=x,y HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        head, rest = read_head(s)
+        s.sendall(b"again\n")
+        body = rest
+        while b"again" not in body:
+            chunk = s.recv(4096)
+            assert chunk, body
+            body += chunk
+        s.sendall(b"xy")
+        read_all(s)  # ends at the keys
+    finally:
+        s.close()
+    assert ctd.api("GET", f"/containers/{cid}/json")[1]["State"]["Running"] is True
+    ctd.api("DELETE", f"/containers/{cid}?force=1")
