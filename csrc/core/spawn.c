@@ -68,6 +68,54 @@ static void close_detached_report(void) {
   }
 }
 
+/* The child runs in a copy of a multi-threaded process made by a raw clone3, so glibc's
+ * own view of threads is stale there: its fork() takes locks other threads may have held,
+ * and setgroups/setresuid/setresgid wait for every thread to follow (they never will).
+ * The child therefore forks and changes ids with plain system calls. */
+static pid_t raw_fork(void) {
+  struct clone_args args;
+  memset(&args, 0, sizeof(args));
+  args.exit_signal = SIGCHLD;
+  return (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+}
+
+/* Closes every fd from 3 up except those in keep (negative entries are ignored) and
+ * the range [3, 3 + preserve). Right after the clone: the copy of the process holds every
+ * fd the runtime had, other threads' pipes included, and a container waiting for `start`
+ * must not hold them (their owners wait for EOF). */
+static void close_fds_except(const int *keep, size_t n, int preserve) {
+  int sorted[16];
+  size_t m = 0;
+  int first = 3 + (preserve > 0 ? preserve : 0);
+  for (size_t i = 0; i < n && m < 16; i++) {
+    if (keep[i] < first)
+      continue;
+    size_t j = m++;
+    while (j > 0 && sorted[j - 1] > keep[i]) {
+      sorted[j] = sorted[j - 1];
+      j--;
+    }
+    sorted[j] = keep[i];
+  }
+  unsigned lo = (unsigned)first;
+  for (size_t i = 0; i < m; i++) {
+    unsigned k = (unsigned)sorted[i];
+    if (k > lo)
+      syscall(SYS_close_range, lo, k - 1, 0);
+    if (k + 1 > lo)
+      lo = k + 1;
+  }
+  syscall(SYS_close_range, lo, ~0U, 0);
+}
+
+/* the fds a child of pyrt_spawn must keep: its sync socket, the stdio and console fds it
+ * will dup, and an extra one (exec mode's root fd) */
+static void close_inherited_fds(const pyrt_spawn_config_t *cfg, int syncfd, int extra) {
+  int keep[7] = {syncfd, cfg->stdio[0], cfg->stdio[1], cfg->stdio[2],
+                 cfg->terminal ? cfg->console_fd : -1, extra, detached_report_fd};
+  close_fds_except(keep, 7, cfg->preserve_fds);
+}
+
 enum { MSG_GO = 1, MSG_READY, MSG_ERROR, MSG_BARRIER, MSG_PID, MSG_USERNS, MSG_ABORT };
 
 typedef struct {
@@ -607,7 +655,7 @@ static void run_start_hooks(const pyrt_spawn_config_t *cfg) {
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0)
       _exit(125);
-    pid_t pid = fork();
+    pid_t pid = raw_fork();
     if (pid < 0)
       _exit(125);
     if (pid == 0) {
@@ -698,16 +746,16 @@ static void finish_process(const pyrt_spawn_config_t *cfg, int syncfd, int fifof
     pyrt_error_set(&err, errno, "keep capabilities across setuid");
     child_fail(syncfd, &err);
   }
-  if (cfg->set_gids && setgroups(cfg->n_gids, cfg->gids) < 0 &&
+  if (cfg->set_gids && syscall(SYS_setgroups, cfg->n_gids, cfg->gids) < 0 &&
       !(errno == EPERM && cfg->n_gids == 0)) {
     pyrt_error_set(&err, errno, "set additional groups");
     child_fail(syncfd, &err);
   }
-  if (setresgid(cfg->gid, cfg->gid, cfg->gid) < 0) {
+  if (syscall(SYS_setresgid, cfg->gid, cfg->gid, cfg->gid) < 0) {
     pyrt_error_set(&err, errno, "set gid %u", (unsigned)cfg->gid);
     child_fail(syncfd, &err);
   }
-  if (setresuid(cfg->uid, cfg->uid, cfg->uid) < 0) {
+  if (syscall(SYS_setresuid, cfg->uid, cfg->uid, cfg->uid) < 0) {
     pyrt_error_set(&err, errno, "set uid %u", (unsigned)cfg->uid);
     child_fail(syncfd, &err);
   }
@@ -781,6 +829,7 @@ static void init_child(const pyrt_spawn_config_t *cfg, int syncfd) {
   pyrt_error_t err;
   pyrt_error_clear(&err);
   close_detached_report();
+  close_inherited_fds(cfg, syncfd, -1);
   child_wait_go(syncfd);
 
   if (setsid() < 0) {
@@ -861,6 +910,7 @@ static void exec_child(const pyrt_spawn_config_t *cfg, int syncfd, int rootfd) {
   pyrt_error_t err;
   pyrt_error_clear(&err);
   close_detached_report();
+  close_inherited_fds(cfg, syncfd, rootfd);
   child_wait_go(syncfd);
   if (fchdir(rootfd) < 0 || chroot(".") < 0 || chdir("/") < 0) {
     pyrt_error_set(&err, errno, "enter the root of container process %d", (int)cfg->target_pid);
@@ -893,6 +943,7 @@ static pid_t clone3_fork(unsigned long long flags, pyrt_error_t *err) {
 static void stage1(const pyrt_spawn_config_t *cfg, int syncfd) {
   pyrt_error_t err;
   pyrt_error_clear(&err);
+  close_inherited_fds(cfg, syncfd, -1); /* keeps the detached report fd: stage 2 closes it */
   int rootfd = -1;
   if (cfg->target_pid > 0) {
     char p[64];
