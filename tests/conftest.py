@@ -40,6 +40,10 @@ def _pin_pyrt() -> None:
         return  # developer mode: PYTHONPATH=. with a devbuild
     tree = [p for p in sys.path if Path(p or ".").resolve() == _REPO]
     sys.path[:] = [p for p in sys.path if p not in tree] + [str(_REPO)]
+    # Python subprocesses the tests start (pyrtd, `python -c ...`) would put their
+    # current directory, this tree, first again: PYTHONSAFEPATH (3.11+) stops that, so
+    # they too import the installed package.
+    os.environ["PYTHONSAFEPATH"] = "1"
     with contextlib.suppress(ImportError):
         import pyrt  # noqa: F401
 
