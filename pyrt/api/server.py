@@ -397,9 +397,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status = status_of(e)
             if status >= 500 and not isinstance(e, PyrtError):
                 log.exception("request %s %s failed", self.command, self.path)
-            if isinstance(e, BodyTooLarge | InvalidArgument) and self._body_unread():
+            refuse_body = isinstance(e, BodyTooLarge | InvalidArgument) and self._body_unread()
+            if refuse_body:
                 self.close_connection = True
             self._send(Response(status, body_of(e) + b"\n", JSON_CONTENT_TYPE), head)
+            if refuse_body:
+                self._linger()
         finally:
             if not self._hijacked:
                 self._finish_body()
@@ -415,6 +418,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except InvalidArgument:
                 return True
         return not self._body.finished
+
+    def _linger(self) -> None:
+        """After answering a request whose body we refuse, let the client finish sending
+        before closing: closing at once resets the connection, and a client still
+        writing its body never reads the answer (it sees a broken pipe instead)."""
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(1.0)
+            left = _DRAIN_LIMIT
+            while left > 0:
+                chunk = self.connection.recv(min(1 << 16, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
 
     def _finish_body(self) -> None:
         """Read what the route left of the body (keep-alive), or close the connection."""
