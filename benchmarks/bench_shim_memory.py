@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(_REPO))
+sys.path.append(str(_REPO))  # appended: the installed pyrt wins over the source tree
 
 from tests.bundle import make_bundle, make_busybox_rootfs  # noqa: E402
 
@@ -100,13 +100,17 @@ def _pids_with(*needles: str) -> list[int]:
 
 @contextlib.contextmanager
 def pyrt_shim(work: Path, rootfs: Path) -> Iterator[int]:
+    import pyrt
     from pyrt.containers.shim_client import ShimConfig, ShimProcess
     from pyrt.runtime.runtime import Runtime
 
+    # the runtime must import the same pyrt as this process (the installed one in CI,
+    # whose source tree has no compiled core): its parent dir, and -P against the cwd
+    pkg_parent = Path(pyrt.__file__).resolve().parent.parent
     wrapper = work / "pyrt-runc"
     wrapper.write_text(
-        f"#!/bin/sh\nPYTHONPATH='{_REPO}'; export PYTHONPATH\n"
-        f"exec '{sys.executable}' -m pyrt.runtime.cli \"$@\"\n"
+        f"#!/bin/sh\nPYTHONPATH='{pkg_parent}'; export PYTHONPATH\n"
+        f"exec '{sys.executable}' -P -m pyrt.runtime.cli \"$@\"\n"
     )
     wrapper.chmod(0o755)
     cid = f"bench-shim-{os.getpid()}"
