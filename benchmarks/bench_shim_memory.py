@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -31,7 +32,7 @@ from pathlib import Path
 _REPO = Path(__file__).resolve().parent.parent
 sys.path.append(str(_REPO))  # appended: the installed pyrt wins over the source tree
 
-from tests.bundle import make_bundle, make_busybox_rootfs  # noqa: E402
+from tests.bundle import cgroup_hierarchies, make_bundle, make_busybox_rootfs  # noqa: E402
 
 
 @dataclass
@@ -128,6 +129,20 @@ def pyrt_shim(work: Path, rootfs: Path) -> Iterator[int]:
             client.wait(10)
         with contextlib.suppress(Exception):
             Runtime(str(root)).delete(cid, force=True)
+        # the runtime removes the container's cgroup; the parent make_bundle chose is ours
+        parent = json.loads((bundle / "config.json").read_text())["linux"]["cgroupsPath"]
+        remove_cgroup_tree(parent.rsplit("/", 1)[0])
+
+
+def remove_cgroup_tree(path: str) -> None:
+    """rmdir the (empty) cgroup `path` and what is below it, in every hierarchy."""
+    for top in cgroup_hierarchies():
+        base = top / path.strip("/")
+        if not base.is_dir():
+            continue
+        for dirpath, _, _ in sorted(os.walk(base), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
 
 
 # ------------------------------------------------------------------ containerd
@@ -182,6 +197,7 @@ def containerd_shim(work: Path, rootfs: Path) -> Iterator[int]:
         for p in _pids_with("containerd-shim-runc-v2", str(sock)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
+        remove_cgroup_tree("pyrtbench")  # containerd's cgroups for the namespace
 
 
 # ------------------------------------------------------------------ podman / conmon
