@@ -50,6 +50,7 @@ class DaemonConfig:
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)
     live_restore: bool = True
+    cgroup_parent: str = "/pyrt"  # containers' cgroups go below it, as dockerd's --cgroup-parent
     log_level: str = "info"
     debug: bool = False
 
@@ -173,6 +174,12 @@ def convert(key: str, value: Any) -> Any:
     """Check and convert one daemon.json value."""
     if key in ("data-root", "exec-root", "pidfile"):
         return _path(key, value)
+    if key == "cgroup-parent":
+        parent = _str(key, value)
+        if not parent.startswith("/") or ".." in parent.split("/"):
+            raise InvalidArgument(f"daemon config: cgroup-parent {parent!r}: an absolute "
+                                  "cgroup path without '..' is needed")
+        return parent.rstrip("/") or "/"
     if key == "hosts":
         return [check_host(h) for h in _str_list(key, value)]
     if key == "registry-mirrors":

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tlscert", help="the server's certificate")
     p.add_argument("--tlskey", help="the server's key")
     p.add_argument("--pidfile", help="pid file (default <exec-root>/pyrtd.pid)")
+    p.add_argument("--cgroup-parent", help="cgroup the containers' cgroups go below "
+                   "(default /pyrt)")
     p.add_argument("--config-file", help=f"daemon.json (default {DEFAULT_CONFIG_FILE})")
     p.add_argument("--registry-mirror", action="append", dest="registry_mirrors",
                    metavar="URL", help="a Docker Hub mirror; repeatable")
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 _FLAG_KEYS = {"data_root": "data-root", "exec_root": "exec-root", "hosts": "hosts",
               "pidfile": "pidfile", "registry_mirrors": "registry-mirrors",
               "insecure_registries": "insecure-registries", "live_restore": "live-restore",
-              "log_level": "log-level", "debug": "debug"}
+              "log_level": "log-level", "debug": "debug", "cgroup_parent": "cgroup-parent"}
 
 
 def flags_of(ns: argparse.Namespace) -> dict[str, Any]:
@@ -193,7 +195,8 @@ def open_engine(cfg: DaemonConfig) -> Any:
     from pyrt.engine import Engine
 
     return Engine(root=cfg.data_root, run_root=cfg.exec_root,
-                  insecure_registries=cfg.insecure_registries, mirrors=cfg.registry_mirrors)
+                  insecure_registries=cfg.insecure_registries, mirrors=cfg.registry_mirrors,
+                  cgroup_parent=cfg.cgroup_parent)
 
 
 def apply_registry_config(engine: Any, cfg: DaemonConfig) -> None:

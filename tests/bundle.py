@@ -514,3 +514,9 @@ def pyrt_pythonpath() -> str:
     import pyrt
 
     return str(Path(pyrt.__file__).resolve().parent.parent)
+
+
+def suite_cgroup_parent() -> str:
+    """A cgroup parent of the suite's own for an engine or daemon under test: the suite
+    removes empty ones after each test and its leak check reports anything left in them."""
+    return f"/{CGROUP_PREFIX}-{session_token()}-{random_suffix()}"

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from pyrt.api.client import Client
-from tests.bundle import pyrt_pythonpath
+from tests.bundle import pyrt_pythonpath, suite_cgroup_parent
 
 DOCKER = Path("/usr/local/bin/docker")
 
@@ -53,6 +53,7 @@ class PyrtdProcess:
             [sys.executable, "-m", "pyrt.daemon", "--data-root", str(self.data_root),
              "--exec-root", str(self.exec_root), "-H", f"unix://{self.sock}",
              "--pidfile", str(self.pidfile), "--config-file", str(tmp / "daemon.json"),
+             "--cgroup-parent", suite_cgroup_parent(),
              *extra],
             stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundle import pyrt_pythonpath
+from tests.bundle import pyrt_pythonpath, suite_cgroup_parent
 from tests.integration.test_api_system import PyrtdProcess
 
 BUSYBOX = Path("/bin/busybox")
@@ -185,7 +185,7 @@ def test_autostart_and_daemon_commands(tmp_path: Path) -> None:
     root.mkdir()
     (root / "daemon.json").write_text("{}")
     flags = (f"--data-root {root}/root --exec-root {root}/run --pidfile {root}/pid "
-             f"--config-file {root}/daemon.json")
+             f"--config-file {root}/daemon.json --cgroup-parent {suite_cgroup_parent()}")
     cli = CLI(f"unix://{sock}", env={"PYRT_NO_AUTOSTART": "", "PYRT_DAEMON_FLAGS": flags})
     try:
         r = cli("images", "-q")
