@@ -35,6 +35,7 @@ from pyrt.runtime.state import (
     json_dumps,
     list_ids,
     now_rfc3339,
+    oci_state,
     pid_start_time,
     process_alive,
     suppress,
@@ -261,22 +262,6 @@ class Runtime:
             cg = self._cgroup(record)
         return compute_status(cdir, record, cg.freezer_state if cg is not None else None)
 
-    def _oci_state(self, record: dict[str, Any], status: str) -> dict[str, Any]:
-        st: dict[str, Any] = {
-            "ociVersion": record.get("ociVersion", OCI_VERSION),
-            "id": record["id"],
-            "pid": int(record.get("pid") or 0) if status != "stopped" else 0,
-            "status": status,
-            "bundle": record.get("bundle", ""),
-            "rootfs": record.get("rootfs", ""),
-            "created": record.get("created", ""),
-            "owner": record.get("owner", ""),
-        }
-        ann = record.get("annotations")
-        if ann:
-            st["annotations"] = ann
-        return st
-
     def _wait_gone(self, pid: int, start: int | None, timeout: float = 10.0) -> None:
         """Wait until pid has exited (reaping it if it is our child)."""
         deadline = time.monotonic() + timeout
@@ -397,7 +382,7 @@ class Runtime:
         ns_types = [
             n.get("type", "") for n in (linux.get("namespaces") or []) if isinstance(n, dict)
         ]
-        start_state = json_dumps(self._oci_state(record, "created"))
+        start_state = json_dumps(oci_state(record, "created"))
         spawned: list[int] = []
         barrier_error: list[BaseException] = []
 
@@ -407,7 +392,7 @@ class Runtime:
                 record["pid"] = pid
                 record["pid_start"] = pid_start_time(pid)
                 cdir.write(record)
-                state_json = json_dumps(self._oci_state(record, "creating"))
+                state_json = json_dumps(oci_state(record, "creating"))
                 for kind in ("prestart", "createRuntime"):
                     _hooks.run_hooks(all_hooks[kind], state_json, kind=kind)
                 _hooks.run_hooks(
@@ -514,7 +499,7 @@ class Runtime:
             spec = record.get("config") or {}
             poststart = _hooks.hooks_of(spec, "poststart")
             if poststart:
-                state_json = json_dumps(self._oci_state(record, "running"))
+                state_json = json_dumps(oci_state(record, "running"))
                 _hooks.run_hooks(poststart, state_json, kind="poststart", warn_only=True)
 
     def config(self, container_id: str) -> dict[str, Any]:
@@ -526,7 +511,7 @@ class Runtime:
     def state(self, container_id: str) -> dict[str, Any]:
         """The OCI state of a container (plus runc's rootfs, created, owner)."""
         cdir, record = self._load(container_id)
-        return self._oci_state(record, self._status(cdir, record))
+        return oci_state(record, self._status(cdir, record))
 
     def kill(self, container_id: str, sig: int = SIGTERM, all: bool = False) -> None:
         """Send sig to the container's init (or, with all, to every process in it)."""
@@ -593,7 +578,7 @@ class Runtime:
             with suppress(InvalidArgument):
                 poststop = _hooks.hooks_of(spec, "poststop")
             if poststop:
-                state_json = json_dumps(self._oci_state(record, "stopped"))
+                state_json = json_dumps(oci_state(record, "stopped"))
                 _hooks.run_hooks(poststop, state_json, kind="poststop", warn_only=True)
             if cg is not None:
                 try:
