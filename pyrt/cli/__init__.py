@@ -25,7 +25,9 @@ from pyrt.api.client import DEFAULT_HOST, Client
 from pyrt.errors import PyrtError, Unavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
+    from typing import BinaryIO
 
 #: docker's exit statuses
 EXIT_DAEMON = 125
@@ -173,6 +175,25 @@ def client(timeout: float | None = 60.0, autostart: bool = True) -> Client:
 
 def fail(message: str, code: int = EXIT_DAEMON) -> NoReturn:
     raise CLIError(message, code)
+
+
+def write_archive(output: str | None, produce: Callable[[BinaryIO], object]) -> None:
+    """Write what `produce` streams (save, export) to -o's file, atomically, or to stdout
+    when it is not a terminal, as docker does."""
+    if output:
+        tmp = f"{output}.pyrt-tmp"
+        try:
+            with open(tmp, "wb") as f:
+                produce(f)
+            os.replace(tmp, output)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return
+    if sys.stdout.isatty():
+        fail("cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
+    produce(sys.stdout.buffer)
+    sys.stdout.buffer.flush()
 
 
 def report(exc: BaseException) -> int:

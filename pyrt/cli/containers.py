@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pyrt.cli import CLIError, client, fail, report
+from pyrt.cli import CLIError, client, fail, report, write_archive
 from pyrt.cli.output import human_size, iso_time, print_object, print_rows, short_id, since
 from pyrt.cli.system import parse_filters
 from pyrt.errors import NotFound, PyrtError
@@ -650,20 +650,7 @@ def diff_command(cid: str) -> None:
 
 def export_command(cid: str, output: str | None) -> None:
     c = client(timeout=None)
-    if output:
-        tmp = f"{output}.pyrt-tmp"
-        try:
-            with open(tmp, "wb") as f:
-                c.export(cid, f)
-            os.replace(tmp, output)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return
-    if sys.stdout.isatty():
-        fail("cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
-    c.export(cid, sys.stdout.buffer)
-    sys.stdout.buffer.flush()
+    write_archive(output, lambda out: c.export(cid, out))
 
 
 def commit_command(cid: str, reference: str | None, author: str | None, message: str | None,

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable
 from typing import IO, Any
 
-from pyrt.cli import client, fail
+from pyrt.cli import client, fail, write_archive
 from pyrt.cli.output import (
     human_size,
     iso_time,
@@ -196,22 +196,7 @@ def history_command(name: str, quiet: bool, fmt: str | None, no_trunc: bool,
 
 def save_command(names: list[str], output: str | None) -> None:
     c = client(timeout=None)
-    if output:
-        import os
-
-        tmp = f"{output}.pyrt-tmp"
-        try:
-            with open(tmp, "wb") as f:
-                c.save(names, f)
-            os.replace(tmp, output)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return
-    if sys.stdout.isatty():
-        fail("cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
-    c.save(names, sys.stdout.buffer)
-    sys.stdout.buffer.flush()
+    write_archive(output, lambda out: c.save(names, out))
 
 
 def load_command(input_path: str | None, quiet: bool) -> None:

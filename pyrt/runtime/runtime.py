@@ -707,28 +707,27 @@ class Runtime:
         return out
 
     def pause(self, container_id: str) -> None:
-        cdir, record = self._load(container_id)
-        with cdir.locked():
-            status = self._status(cdir, record)
-            if status != "running":
-                raise FailedPrecondition(f"container '{container_id}' is not running: {status}")
-            cg = self._cgroup(record)
-            try:
-                cg.freeze()
-            except OSError as e:
-                raise _core_error(e, f"pause container '{container_id}'") from None
+        self._freeze(container_id, True)
 
     def resume(self, container_id: str) -> None:
+        self._freeze(container_id, False)
+
+    def _freeze(self, container_id: str, frozen: bool) -> None:
+        """pause (frozen) or resume a container through its cgroup freezer."""
+        want, verb = ("running", "pause") if frozen else ("paused", "resume")
         cdir, record = self._load(container_id)
         with cdir.locked():
             status = self._status(cdir, record)
-            if status != "paused":
-                raise FailedPrecondition(f"container '{container_id}' is not paused: {status}")
+            if status != want:
+                raise FailedPrecondition(f"container '{container_id}' is not {want}: {status}")
             cg = self._cgroup(record)
             try:
-                cg.thaw()
+                if frozen:
+                    cg.freeze()
+                else:
+                    cg.thaw()
             except OSError as e:
-                raise _core_error(e, f"resume container '{container_id}'") from None
+                raise _core_error(e, f"{verb} container '{container_id}'") from None
 
     def update(self, container_id: str, resources: dict[str, Any]) -> None:
         """Apply new linux.resources to a live container's cgroup."""
