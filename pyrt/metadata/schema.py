@@ -37,6 +37,18 @@ Schema v2 (containers):
                     (creation order, for before/since filters)
     exec_instances  id PK, container_id -> containers CASCADE, config JSON, running, pid,
                     exit code
+
+Schema v3 (networks):
+
+    networks        id (64 hex) PK, name UNIQUE, driver (bridge/host/null), the Linux bridge,
+                    subnet, gateway, ip range, internal, attachable, MTU, options/labels/IPAM
+                    as given (JSON), predefined (bridge, host, none: never removed)
+    endpoints       (container_id -> containers CASCADE, network_id -> networks CASCADE) PK;
+                    endpoint id, aliases, the IP asked for, the IP and MAC while the
+                    container runs (UNIQUE per network), interface names, connect order
+    published_ports container_id -> containers CASCADE, host ip/port, protocol, container
+                    port: the host ports a running container holds (random ones included),
+                    so a restarted daemon restores the same rules
 """
 
 from __future__ import annotations
@@ -174,7 +186,55 @@ V2_CONTAINERS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (V1_IMAGES, V2_CONTAINERS)
+V3_NETWORKS = Migration(
+    3,
+    "networks, endpoints and published ports",
+    (
+        """CREATE TABLE networks (
+            id           TEXT PRIMARY KEY CHECK (length(id) = 64),
+            name         TEXT NOT NULL UNIQUE,
+            driver       TEXT NOT NULL,
+            created      TEXT NOT NULL,
+            bridge       TEXT NOT NULL DEFAULT '',
+            subnet       TEXT NOT NULL DEFAULT '',
+            gateway      TEXT NOT NULL DEFAULT '',
+            ip_range     TEXT NOT NULL DEFAULT '',
+            internal     INTEGER NOT NULL DEFAULT 0,
+            attachable   INTEGER NOT NULL DEFAULT 0,
+            mtu          INTEGER NOT NULL DEFAULT 0,
+            options_json TEXT NOT NULL DEFAULT '{}',
+            labels_json  TEXT NOT NULL DEFAULT '{}',
+            ipam_json    TEXT NOT NULL DEFAULT '{}',
+            predefined   INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE endpoints (
+            container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+            network_id   TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+            endpoint_id  TEXT NOT NULL,
+            position     INTEGER NOT NULL DEFAULT 0,
+            aliases_json TEXT NOT NULL DEFAULT '[]',
+            requested_ip TEXT NOT NULL DEFAULT '',
+            ip_address   TEXT NOT NULL DEFAULT '',
+            mac_address  TEXT NOT NULL DEFAULT '',
+            ifname       TEXT NOT NULL DEFAULT '',
+            host_ifname  TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (container_id, network_id)
+        )""",
+        "CREATE INDEX endpoints_network ON endpoints(network_id)",
+        "CREATE UNIQUE INDEX endpoints_ip ON endpoints(network_id, ip_address) "
+        "WHERE ip_address != ''",
+        """CREATE TABLE published_ports (
+            container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+            host_ip      TEXT NOT NULL,
+            host_port    INTEGER NOT NULL,
+            proto        TEXT NOT NULL,
+            ctr_port     INTEGER NOT NULL,
+            PRIMARY KEY (container_id, host_ip, host_port, proto)
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (V1_IMAGES, V2_CONTAINERS, V3_NETWORKS)
 
 
 def check_migrations(migrations: Sequence[Migration]) -> None:
