@@ -1,0 +1,1 @@
+"""Container networks: bridge driver, IPAM, nftables, the embedded DNS server."""
