@@ -517,6 +517,7 @@ class _Container:
     udp: socket.socket
     tcp: socket.socket
     conns: set[_TcpConn] = field(default_factory=set)
+    pending: int = 0  # its queries waiting for an upstream
     closed: bool = False
 
 
@@ -564,6 +565,9 @@ class EmbeddedDNS:
     ones when the host has nothing else, since this forwarder lives in the host's netns).
     An empty list answers SERVFAIL to every name that is not ours.
     timeout: seconds to wait for one upstream before trying the next.
+    max_pending, max_pending_per_container: queries waiting for upstreams at once (each
+    holds a socket); over either, SERVFAIL at once, so one chatty container cannot use up
+    the daemon's file descriptors or starve the others.
     """
 
     def __init__(
@@ -574,7 +578,8 @@ class EmbeddedDNS:
         reverse: Callable[[str, str], list[str] | None] | None = None,
         timeout: float = 2.0,
         tcp_idle_timeout: float = 10.0,
-        max_pending: int = 1024,
+        max_pending: int = 512,
+        max_pending_per_container: int = 128,
         max_tcp_per_container: int = 32,
     ) -> None:
         if upstreams is None:
@@ -590,6 +595,7 @@ class EmbeddedDNS:
         self._timeout = timeout
         self._tcp_idle = tcp_idle_timeout
         self._max_pending = max_pending
+        self._max_pending_one = max_pending_per_container
         self._max_tcp = max_tcp_per_container
         self._lock = threading.Lock()
         self._commands: deque[tuple[Callable[[], object], _Result]] = deque()
@@ -851,7 +857,12 @@ class EmbeddedDNS:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                log.debug("dns: container %s: accept: %s", c.cid, e)
+                log.warning("dns: container %s: accept: %s", c.cid, e)
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # the connection stays queued and the listener readable: pause it, or
+                    # the loop would spin on it
+                    self._unregister(c.tcp)
+                    self._at(time.monotonic() + 0.5, partial(self._resume_accept, c))
                 return
             if len(c.conns) >= self._max_tcp:
                 sock.close()
@@ -862,6 +873,10 @@ class EmbeddedDNS:
             self._sel.register(sock, selectors.EVENT_READ, partial(self._on_conn, conn))
             self._touch(conn)
             self._at(conn.deadline, partial(self._conn_idle, conn))
+
+    def _resume_accept(self, c: _Container) -> None:
+        if not c.closed and self._sel is not None:
+            self._sel.register(c.tcp, selectors.EVENT_READ, partial(self._on_accept, c))
 
     def _touch(self, conn: _TcpConn) -> None:
         conn.deadline = time.monotonic() + self._tcp_idle
@@ -938,7 +953,11 @@ class EmbeddedDNS:
         if conn.outbuf:
             events |= selectors.EVENT_WRITE
         if events:
-            self._sel.modify(conn.sock, events, partial(self._on_conn, conn))
+            handler = partial(self._on_conn, conn)
+            try:
+                self._sel.modify(conn.sock, events, handler)
+            except KeyError:  # unregistered while it waited only for upstreams
+                self._sel.register(conn.sock, events, handler)
         else:
             self._unregister(conn.sock)  # waits only for forwarded answers
 
@@ -953,11 +972,17 @@ class EmbeddedDNS:
     # -- forwarding ---------------------------------------------------------------------------
 
     def _forward(self, fwd: _Forward) -> None:
-        if len(self._forwards) >= self._max_pending:
-            log.warning("dns: %d queries pending upstream; SERVFAIL", len(self._forwards))
-            self._finish(fwd, build_reply(fwd.query, SERVFAIL))
+        c = fwd.container
+        if len(self._forwards) >= self._max_pending or c.pending >= self._max_pending_one:
+            log.warning("dns: container %s: too many queries pending upstream (%d, %d in all);"
+                        " SERVFAIL", c.cid, c.pending, len(self._forwards))  # fmt: skip
+            fwd.done = True
+            self._reply(fwd, build_reply(fwd.query, SERVFAIL))
+            if fwd.conn is not None:
+                fwd.conn.pending -= 1
             return
         self._forwards.add(fwd)
+        c.pending += 1
         self._next_upstream(fwd)
 
     def _next_upstream(self, fwd: _Forward) -> None:
@@ -970,9 +995,10 @@ class EmbeddedDNS:
             fwd.upstream_id = secrets.randbits(16)
             msg = struct.pack("!H", fwd.upstream_id) + fwd.msg[2:]
             tcp = fwd.udp_peer is None
-            sock = socket.socket(_family(host), socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
-            fwd.sock = sock
+            kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
             try:
+                sock = socket.socket(_family(host), kind)
+                fwd.sock = sock
                 sock.setblocking(False)
                 if tcp:
                     fwd.outbuf = struct.pack("!H", len(msg)) + msg
@@ -1053,18 +1079,22 @@ class EmbeddedDNS:
 
     def _finish(self, fwd: _Forward, reply: bytes) -> None:
         """Give the client the answer (with its own id back) and forget the query."""
+        self._reply(fwd, reply)  # before _end_forward, which may close a TCP client's conn
+        self._end_forward(fwd)
+
+    def _reply(self, fwd: _Forward, reply: bytes) -> None:
         reply = struct.pack("!H", fwd.query.id) + reply[2:]
         if fwd.udp_peer is not None:
             self._send_udp(fwd.container, fwd.udp_peer, truncate(reply, fwd.query.udp_limit))
         elif fwd.conn is not None:
-            self._send_tcp(fwd.conn, reply)  # before _end_forward, which may close the conn
-        self._end_forward(fwd)
+            self._send_tcp(fwd.conn, reply)
 
     def _end_forward(self, fwd: _Forward) -> None:
         if fwd.done:
             return
         fwd.done = True
         self._forwards.discard(fwd)
+        fwd.container.pending -= 1
         self._close_upstream(fwd)
         if fwd.conn is not None:
             fwd.conn.pending -= 1

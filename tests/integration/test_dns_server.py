@@ -300,6 +300,7 @@ class FakeUpstream:
                         size = struct.unpack_from("!H", buf)[0]
                         q, buf = buf[2 : 2 + size], buf[2 + size :]
                         self.seen.append(("tcp", struct.unpack_from("!H", q)[0], q[12:]))
+                        time.sleep(self.delay)
                         r = self.answer(q)
                         if r is not None:
                             c.sendall(struct.pack("!H", len(r)) + r)
@@ -412,7 +413,7 @@ def test_tcp_pipelined_local_and_forwarded(netns: Netns, upstream_factory: Upstr
 def test_tcp_client_that_half_closes_still_gets_answers(
     netns: Netns, upstream_factory: Upstreams
 ) -> None:
-    up = upstream_factory(delay=0.0)
+    up = upstream_factory(delay=0.3)  # the client has shut its side before the answer
     with server([up.endpoint]) as d, netns.socket(socket.SOCK_STREAM) as s:
         d.add_container("c1", netns.path)
         s.settimeout(5)
@@ -636,3 +637,38 @@ def test_close_with_pending_queries_and_open_connections(
         t.settimeout(2)
         assert t.recv(100) == b""  # the server side is closed
     assert "127.0.0.11:53" not in netns.run("ss", "-ulnt").stdout
+
+
+def test_limits(netns: Netns, upstream_factory: Upstreams) -> None:
+    silent = upstream_factory(mode="silent")
+    kw = {"timeout": 30, "max_pending_per_container": 3, "max_tcp_per_container": 2}
+    with server([silent.endpoint], tcp_idle_timeout=0.5, **kw) as d:
+        d.add_container("c1", netns.path)
+        fds = len(os.listdir("/proc/self/fd"))
+        with netns.socket(socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.connect(("127.0.0.11", 53))
+            for i in range(4):
+                s.send(make_query(f"n{i}.example", qid=200 + i))
+            r = parse_reply(s.recv(512))  # the fourth: over the limit, SERVFAIL at once
+            assert (r.id, r.rcode) == (203, 2)
+            assert len(os.listdir("/proc/self/fd")) == fds + 1 + 3  # client + 3 upstream sockets
+            # our names are still answered
+            assert udp_ask(netns, make_query("web")).addresses == ["10.89.0.2"]
+            d.remove_container("c1")  # drops the pending queries and their sockets
+            assert len(os.listdir("/proc/self/fd")) == fds + 1 - 2  # listeners gone too
+        d.add_container("c1", netns.path)
+        # TCP: two connections at most; an idle one is closed after tcp_idle_timeout
+        with netns.socket(socket.SOCK_STREAM) as a, netns.socket(socket.SOCK_STREAM) as b:
+            a.connect(("127.0.0.11", 53))
+            b.connect(("127.0.0.11", 53))
+            with netns.socket(socket.SOCK_STREAM) as c:
+                c.settimeout(2)
+                c.connect(("127.0.0.11", 53))  # the kernel accepts; the server closes it
+                assert c.recv(10) == b""
+            a.settimeout(3)
+            t0 = time.monotonic()
+            assert a.recv(10) == b""  # idle: closed by the server
+            assert 0.2 < time.monotonic() - t0 < 2.5
+        (r,) = tcp_ask(netns, make_query("web"))
+        assert r.addresses == ["10.89.0.2"]
