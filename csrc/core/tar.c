@@ -2,9 +2,12 @@
  *
  * Unpack runs as a two-stage pipeline. A producer thread read()s the input fd until EOF
  * (file or pipe, never seeks), hashes the compressed bytes (the blob digest), inflates
- * (zlib, windowBits 15+32) or ZSTD_decompressStream()s into 1 MiB chunks and queues them;
- * the calling thread hashes each chunk (the diff id), parses the tar and writes the tree.
- * The two overlap, as `tar -xzf` overlaps gzip and tar in two processes.
+ * (ISA-L igzip, which checks each member's CRC-32 and length) or ZSTD_decompressStream()s
+ * into 1 MiB chunks, hashes each chunk (the diff id) and queues it; the calling thread
+ * only parses the tar and writes the tree. The two overlap, as `tar -xzf` overlaps gzip
+ * and tar in two processes; all the CPU-bound work is on the producer, so the extracting
+ * thread spends its time in the kernel creating files (profiled: inode allocation). igzip
+ * inflates about 3x faster than zlib, which left the producer as the slower stage.
  *
  * Path safety: see tar.h. Names are cleaned lexically (no ".." ever reaches the kernel),
  * parents are opened with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), and the final
@@ -32,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <isa-l/igzip_lib.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -67,6 +71,7 @@ typedef struct pipeline {
   pyrt_error_t perr;
   int kind;
   pyrt_sha256_t blob_hash;
+  pyrt_sha256_t diff_hash; /* of the uncompressed tar: updated here, before publishing */
   uint64_t in_size, out_size;
   /* consumer side */
   int holding;
@@ -138,13 +143,21 @@ static int pl_acquire(pipeline_t *pl) {
   return slot;
 }
 
-static void pl_publish(pipeline_t *pl, int slot, size_t len) {
+/* Hands a filled chunk to the consumer; 0, or -1 (perr set) when hashing fails. A plain
+ * tar is its own diff: its chunks are not hashed twice (see pyrt_unpack_layer). */
+static int pl_publish(pipeline_t *pl, int slot, size_t len) {
+  if (pl->kind != COMP_NONE &&
+      pyrt_sha256_update(&pl->diff_hash, pl->chunks[slot].data, len, NULL) < 0) {
+    pl_set_error(pl, 0, EIO, "sha256 of the uncompressed layer failed");
+    return -1;
+  }
   pthread_mutex_lock(&pl->mu);
   pl->chunks[slot].len = len;
   pl->count++;
   pl->out_size += len;
   pthread_cond_broadcast(&pl->cv);
   pthread_mutex_unlock(&pl->mu);
+  return 0;
 }
 
 static void pl_finish(pipeline_t *pl) {
@@ -161,15 +174,69 @@ static void pl_drain_raw(pipeline_t *pl, unsigned char *buf) {
   }
 }
 
+static const char *isal_error_name(int rc) {
+  switch (rc) {
+  case ISAL_INVALID_BLOCK:
+    return "invalid deflate block";
+  case ISAL_INVALID_SYMBOL:
+    return "invalid deflate symbol";
+  case ISAL_INVALID_LOOKBACK:
+    return "invalid distance too far back";
+  case ISAL_INVALID_WRAPPER:
+    return "not a gzip member (bad header)";
+  case ISAL_UNSUPPORTED_METHOD:
+    return "unsupported compression method";
+  case ISAL_INCORRECT_CHECKSUM:
+    return "CRC-32 or length check failed";
+  case ISAL_NEED_DICT:
+    return "needs a preset dictionary";
+  default:
+    return "corrupt stream";
+  }
+}
+
+/* Reads the rest of a plain tar into chunks (the peeked bytes in[0..have) first). */
+static void produce_plain(pipeline_t *pl, const unsigned char *in, size_t have) {
+  size_t off = 0;
+  for (;;) {
+    int slot = pl_acquire(pl);
+    if (slot < 0)
+      return;
+    unsigned char *dst = pl->chunks[slot].data;
+    size_t filled = 0;
+    if (off < have) {
+      memcpy(dst, in + off, have - off);
+      filled = have - off;
+      off = have;
+    }
+    int eof = 0;
+    while (filled < CHUNK_SIZE) {
+      if (filled > 0 && pl_would_block(pl))
+        break;
+      ssize_t n = pl_read(pl, dst + filled, CHUNK_SIZE - filled);
+      if (n < 0)
+        return;
+      if (n == 0) {
+        eof = 1;
+        break;
+      }
+      filled += (size_t)n;
+    }
+    if (filled > 0 && pl_publish(pl, slot, filled) < 0)
+      return;
+    if (eof)
+      return;
+  }
+}
+
 static void *producer_main(void *arg) {
   pipeline_t *pl = arg;
   unsigned char *in = malloc(CHUNK_SIZE);
   size_t have = 0;
   int slot = -1;
   size_t filled = 0;
-  z_stream zs;
+  struct inflate_state *gz = NULL; /* about 40 KiB: on the heap, not the thread stack */
   ZSTD_DCtx *zd = NULL;
-  int z_inited = 0;
 
   if (in == NULL) {
     pl_set_error(pl, 0, ENOMEM, "allocate layer read buffer");
@@ -193,45 +260,17 @@ static void *producer_main(void *arg) {
     pl->kind = COMP_NONE;
 
   if (pl->kind == COMP_NONE) {
-    /* plain tar: the input bytes are the tar; copy what was peeked, then read into chunks */
-    size_t off = 0;
-    for (;;) {
-      if ((slot = pl_acquire(pl)) < 0)
-        goto out;
-      unsigned char *dst = pl->chunks[slot].data;
-      filled = 0;
-      if (off < have) {
-        memcpy(dst, in + off, have - off);
-        filled = have - off;
-        off = have;
-      }
-      int eof = 0;
-      while (filled < CHUNK_SIZE) {
-        if (filled > 0 && pl_would_block(pl))
-          break;
-        ssize_t n = pl_read(pl, dst + filled, CHUNK_SIZE - filled);
-        if (n < 0)
-          goto out;
-        if (n == 0) {
-          eof = 1;
-          break;
-        }
-        filled += (size_t)n;
-      }
-      if (filled > 0)
-        pl_publish(pl, slot, filled);
-      if (eof)
-        goto out;
-    }
+    produce_plain(pl, in, have);
+    goto out;
   }
-
   if (pl->kind == COMP_GZIP) {
-    memset(&zs, 0, sizeof(zs));
-    if (inflateInit2(&zs, 15 + 32) != Z_OK) {
-      pl_set_error(pl, 0, ENOMEM, "initialise zlib inflate");
+    gz = malloc(sizeof(*gz));
+    if (gz == NULL) {
+      pl_set_error(pl, 0, ENOMEM, "allocate the gzip inflate state");
       goto out;
     }
-    z_inited = 1;
+    isal_inflate_init(gz);
+    gz->crc_flag = ISAL_GZIP; /* parse each member's header, verify its CRC-32 and ISIZE */
   } else {
     zd = ZSTD_createDCtx();
     if (zd == NULL) {
@@ -242,17 +281,16 @@ static void *producer_main(void *arg) {
 
   {
     int eof = 0;
-    int in_frame = 0;    /* a gzip member / zstd frame started and has not ended */
-    size_t zret = 0;     /* last ZSTD_decompressStream hint: 0 = frame complete */
-    size_t in_pos = 0;   /* consumed part of in[0..have) */
+    int in_frame = 0;  /* a gzip member / zstd frame started and has not ended */
+    int pending = 0;   /* the last call filled the output: it may hold more to give */
+    size_t in_pos = 0; /* consumed part of in[0..have) */
     if ((slot = pl_acquire(pl)) < 0)
       goto out;
     filled = 0;
     for (;;) {
-      if (in_pos == have && !eof) {
+      if (in_pos == have && !eof && !pending) {
         if (filled > 0 && pl_would_block(pl)) {
-          pl_publish(pl, slot, filled);
-          if ((slot = pl_acquire(pl)) < 0)
+          if (pl_publish(pl, slot, filled) < 0 || (slot = pl_acquire(pl)) < 0)
             goto out;
           filled = 0;
         }
@@ -264,33 +302,38 @@ static void *producer_main(void *arg) {
         have = (size_t)n;
         in_pos = 0;
       }
-      if (in_pos == have && eof)
+      if (in_pos == have && eof && !pending)
         break;
       if (pl->kind == COMP_GZIP) {
-        zs.next_in = in + in_pos;
-        zs.avail_in = (uInt)(have - in_pos);
-        zs.next_out = pl->chunks[slot].data + filled;
-        zs.avail_out = (uInt)(CHUNK_SIZE - filled);
-        in_frame = 1;
-        int rc = inflate(&zs, Z_NO_FLUSH);
-        in_pos = have - zs.avail_in;
-        filled = CHUNK_SIZE - zs.avail_out;
-        if (rc == Z_STREAM_END) {
-          in_frame = 0;
-          inflateReset(&zs); /* a following gzip member continues the stream */
-        } else if (rc == Z_BUF_ERROR && zs.avail_in == 0) {
-          /* needs more input */
-        } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+        gz->next_in = in + in_pos;
+        gz->avail_in = (uint32_t)(have - in_pos);
+        gz->next_out = pl->chunks[slot].data + filled;
+        gz->avail_out = (uint32_t)(CHUNK_SIZE - filled);
+        if (in_pos < have)
+          in_frame = 1;
+        int rc = isal_inflate(gz);
+        in_pos = have - gz->avail_in;
+        filled = CHUNK_SIZE - gz->avail_out;
+        if (rc < 0 || rc == ISAL_NEED_DICT) {
           pl_set_error(pl, 1, EBADMSG, "malformed layer: gzip data error after %" PRIu64
                        " compressed bytes: %s", pl->in_size - (have - in_pos),
-                       zs.msg ? zs.msg : "corrupt stream");
+                       isal_error_name(rc));
           pl_drain_raw(pl, in);
           goto out;
+        }
+        pending = gz->avail_out == 0;
+        if (gz->block_state == ISAL_BLOCK_FINISH) {
+          /* member complete and verified; igzip hands back the bytes it read ahead, so
+           * a following member continues the stream from in_pos */
+          in_frame = 0;
+          pending = 0;
+          isal_inflate_reset(gz);
+          gz->crc_flag = ISAL_GZIP;
         }
       } else {
         ZSTD_inBuffer ib = {in, have, in_pos};
         ZSTD_outBuffer ob = {pl->chunks[slot].data, CHUNK_SIZE, filled};
-        zret = ZSTD_decompressStream(zd, &ob, &ib);
+        size_t zret = ZSTD_decompressStream(zd, &ob, &ib);
         if (ZSTD_isError(zret)) {
           pl_set_error(pl, 1, EBADMSG, "malformed layer: zstd data error after %" PRIu64
                        " compressed bytes: %s", pl->in_size - (have - ib.pos),
@@ -300,24 +343,23 @@ static void *producer_main(void *arg) {
         }
         in_pos = ib.pos;
         filled = ob.pos;
-        in_frame = zret != 0;
+        in_frame = zret != 0; /* 0: frame complete */
+        pending = filled == CHUNK_SIZE && in_frame;
       }
       if (filled == CHUNK_SIZE) {
-        pl_publish(pl, slot, filled);
-        if ((slot = pl_acquire(pl)) < 0)
+        if (pl_publish(pl, slot, filled) < 0 || (slot = pl_acquire(pl)) < 0)
           goto out;
         filled = 0;
       }
     }
-    if (filled > 0)
-      pl_publish(pl, slot, filled);
+    if (filled > 0 && pl_publish(pl, slot, filled) < 0)
+      goto out;
     if (in_frame)
       pl_set_error(pl, 1, EBADMSG, "truncated layer: the %s stream ends early, after %" PRIu64
                    " compressed bytes", comp_names[pl->kind], pl->in_size);
   }
 out:
-  if (z_inited)
-    inflateEnd(&zs);
+  free(gz);
   if (zd != NULL)
     ZSTD_freeDCtx(zd);
   free(in);
@@ -366,7 +408,6 @@ typedef struct pax {
 
 typedef struct ctx {
   pipeline_t *pl;
-  pyrt_sha256_t diff_hash;
   const pyrt_unpack_options_t *opts;
   int rootfd;
   char *cache_path; /* parent dir cache: the last parent looked up */
@@ -440,8 +481,6 @@ static ssize_t src_peek(ctx_t *c, const unsigned char **p) {
   if (!have)
     return pl->perr_set ? -1 : 0;
   chunk_t *ch = &pl->chunks[pl->head];
-  if (pyrt_sha256_update(&c->diff_hash, ch->data, ch->len, NULL) < 0)
-    return sys(c, EIO, "sha256 of the uncompressed layer failed");
   *p = ch->data;
   return (ssize_t)ch->len;
 }
@@ -1589,7 +1628,7 @@ int pyrt_unpack_layer(int in_fd, const char *dest, const pyrt_unpack_options_t *
   }
   if (pyrt_sha256_init(&pl.blob_hash, err) < 0)
     goto out;
-  if (pyrt_sha256_init(&c.diff_hash, err) < 0) {
+  if (pyrt_sha256_init(&pl.diff_hash, err) < 0) {
     pyrt_sha256_free(&pl.blob_hash);
     goto out;
   }
@@ -1640,10 +1679,11 @@ int pyrt_unpack_layer(int in_fd, const char *dest, const pyrt_unpack_options_t *
     pyrt_error_t herr;
     if (pyrt_sha256_final_hex(&pl.blob_hash, hex, &herr) < 0 ||
         (snprintf(result->digest, sizeof(result->digest), "sha256:%s", hex),
-         pyrt_sha256_final_hex(&c.diff_hash, hex, &herr) < 0)) {
+         pl.kind != COMP_NONE && pyrt_sha256_final_hex(&pl.diff_hash, hex, &herr) < 0)) {
       *err = herr;
       goto out;
     }
+    /* a plain tar is its own diff: the producer hashed it once, as the blob */
     snprintf(result->diff_id, sizeof(result->diff_id), "sha256:%s", hex);
     if (opts->expected_digest != NULL && strcmp(opts->expected_digest, result->digest) != 0) {
       char first[sizeof(err->msg)];
@@ -1670,7 +1710,7 @@ out:
   }
   if (hashes) {
     pyrt_sha256_free(&pl.blob_hash);
-    pyrt_sha256_free(&c.diff_hash);
+    pyrt_sha256_free(&pl.diff_hash);
   }
   cache_drop(&c);
   for (size_t i = 0; i < c.ndirtimes; i++)

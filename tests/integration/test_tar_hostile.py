@@ -354,6 +354,20 @@ def test_corrupt_gzip_stream(arena: Arena) -> None:
     refused(arena, bytes(data), "malformed layer: gzip data error")
 
 
+@pytest.mark.parametrize(("field", "offset"), [("CRC-32", -8), ("length", -4)])
+def test_gzip_trailer_mismatch(arena: Arena, field: str, offset: int) -> None:
+    # the tar itself is whole: only the member's trailer (CRC-32, then ISIZE) disagrees, so
+    # the tree is written before the check fails; the failure must still leave nothing
+    data = bytearray(gzip.compress(make_tar(member("f", data=os.urandom(50_000)))))
+    data[offset] ^= 0x01
+    refused(arena, bytes(data), "malformed layer: gzip data error .*CRC-32 or length check")
+
+
+def test_garbage_after_gzip_member(arena: Arena) -> None:
+    data = gzip.compress(make_tar(member("f", data=b"x"))) + b"not a gzip member"
+    refused(arena, data, r"malformed layer: gzip data error .*not a gzip member")
+
+
 def test_bad_checksum(arena: Arena) -> None:
     data = raw_header(b"f", size=b"00000000005", bad_checksum=True) + pad(b"hello") + END
     refused(arena, data, r"bad header checksum at offset 0 \(entry 'f'")

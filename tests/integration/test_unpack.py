@@ -300,25 +300,69 @@ def test_streaming_from_a_pipe_in_small_chunks(dest: Path) -> None:
     files = [member(f"f{i:03d}", data=os.urandom(i * 37)) for i in range(150)]
     tar = make_tar(*files)
     blob = gzip.compress(tar)
+    res = pipe_in(blob, dest, 777)
+    assert res.digest == sha(blob) and res.diff_id == sha(tar) and res.entries == 150
+    for (ti, data) in files:
+        assert (dest / ti.name).read_bytes() == data
+
+
+def pipe_in(blob: bytes, dest: Path, step: int) -> UnpackResult:
+    """unpack_layer reading blob from a pipe that a thread fills step bytes at a time."""
     r, w = os.pipe()
 
     def writer() -> None:
         try:
-            for i in range(0, len(blob), 777):
-                os.write(w, blob[i : i + 777])
+            for i in range(0, len(blob), step):
+                os.write(w, blob[i : i + step])
         finally:
             os.close(w)
 
     t = threading.Thread(target=writer)
     t.start()
     try:
-        res = unpack_layer(r, dest, sha(blob))
+        return unpack_layer(r, dest, sha(blob))
     finally:
         t.join()
         os.close(r)
-    assert res.digest == sha(blob) and res.diff_id == sha(tar) and res.entries == 150
-    for (ti, data) in files:
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+@pytest.mark.parametrize("source", ["file", "pipe"])
+def test_members_and_chunks_across_read_boundaries(
+    compression: str, source: str, dest: Path, tmp_path: Path
+) -> None:
+    # Three members/frames of about 1.4 MiB of tar each (past the 1 MiB read and output
+    # chunks), one of them 3 MiB of zeros that inflates far past an output chunk from a few
+    # KiB of input: the decoder must be drained with no input left, members must continue
+    # from the bytes the decoder read ahead, and both digests must cover every byte.
+    files = [
+        member("a/random", data=os.urandom(1_400_000)),
+        member("a/zeros", data=bytes(3 << 20)),
+        member("a/text", data=b"pyrt layer line\n" * 90_000),
+        member("a/tail", data=os.urandom(5000)),
+    ]
+    tar = make_tar(*files)
+    cuts = [0, 1_400_000 + 1024, 1_400_000 + (3 << 20) + 2048, len(tar)]
+    parts = [tar[cuts[i] : cuts[i + 1]] for i in range(3)]
+    if compression == "gzip":
+        blob = b"".join(gzip.compress(p) for p in parts)
+    else:
+        blob = b"".join(zstandard.compress(p) for p in parts)
+    if source == "pipe":
+        res = pipe_in(blob, dest, 65_521)
+    else:
+        res = unpack_bytes(blob, dest, tmp_path, expected_digest=sha(blob))
+    assert (res.digest, res.diff_id) == (sha(blob), sha(tar))
+    assert (res.size, res.diff_size, res.entries) == (len(blob), len(tar), len(files))
+    for ti, data in files:
         assert (dest / ti.name).read_bytes() == data
+
+
+def test_plain_tar_diff_id_is_its_digest(dest: Path, tmp_path: Path) -> None:
+    # an uncompressed layer is hashed once; both digests must still be the tar's
+    tar = make_tar(*SAMPLE) + bytes(4096)  # trailing zero padding, as some tools write
+    res = pipe_in(tar, dest, 1000)
+    assert res.digest == res.diff_id == sha(tar) and res.diff_size == len(tar)
 
 
 def test_empty_tar_archive(dest: Path, tmp_path: Path) -> None:
