@@ -122,7 +122,7 @@ class ContainerRecord:
             "path": self.path, "args_json": json.dumps(self.args),
             "config_json": json.dumps(self.config_api),
             "host_config_json": json.dumps(self.host_config_api),
-            "spec_json": json.dumps(self.spec), "seq": self.seq,
+            "spec_json": json.dumps(self.spec),
         }  # fmt: skip
 
     @property
@@ -134,8 +134,8 @@ INSERT_SQL = (
     "INSERT INTO containers (id, name, image_id, image_name, created, state, path, args_json,"
     " config_json, host_config_json, spec_json, seq) VALUES (:id, :name, :image_id,"
     " :image_name, :created, :state, :path, :args_json, :config_json, :host_config_json,"
-    " :spec_json, :seq)"
-)
+    " :spec_json, (SELECT COALESCE(MAX(seq), 0) + 1 FROM containers))"
+)  # seq: the next number, taken by the statement itself (no read-then-write race)
 
 
 class Container:

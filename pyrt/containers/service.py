@@ -157,9 +157,15 @@ class ContainerService:
         self.events = events
         self.cgroup_parent = cgroup_parent
         self._shim_path = shim_path
-        self._glock = threading.RLock()
+        self._glock = threading.RLock()  # names: check-then-write of create and rename
+        # guards _locks only, so taking one container's lock never waits for another's
+        # create (which holds _glock across its database writes)
+        self._locks_guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
-        self._cond = threading.Condition(threading.Lock())
+        # exits and removals: one lock, a condition per waited-for container (a notify wakes
+        # only that container's waiters, not every waiting thread of the engine)
+        self._cond_lock = threading.Lock()
+        self._conds: dict[str, threading.Condition] = {}
         self._exit_gen: dict[str, int] = {}
         self._removed: dict[str, int] = {}  # id -> its last exit code
         self._execs: dict[str, _Exec] = {}  # exec id -> what this engine knows of it
@@ -169,7 +175,7 @@ class ContainerService:
     # ------------------------------------------------------------------ plumbing
 
     def _lock(self, cid: str) -> threading.RLock:
-        with self._glock:
+        with self._locks_guard:
             lk = self._locks.get(cid)
             if lk is None:
                 lk = self._locks[cid] = threading.RLock()
@@ -284,23 +290,29 @@ class ContainerService:
         except NotFound:
             raise NotFound(f"No such image: {config.Image}") from None
         cid = secrets.token_hex(32)
-        with self._glock:
-            if name is None:
+        given = name
+        # No lock across the check and the insert: the one INSERT statement computes seq
+        # and the unique index on name decides a race (a generated name is drawn again).
+        while True:
+            if given is None:
                 name = generate_unique(self._name_taken)
-            elif self._name_taken(name):
-                raise self._name_conflict(name)
-            seq_row = self.db.query_one("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM containers")
+            elif self._name_taken(given):
+                raise self._name_conflict(given)
+            assert name is not None
             rec = ContainerRecord(
                 id=cid, name=name, image_id=image.id, image_name=config.Image,
                 created=now_rfc3339(), state="creating", path="", args=[], config=config,
                 host_config=host_config, config_api=config.to_api(),
                 host_config_api=host_config.to_api(), spec={},
-                seq=int(seq_row["n"]) if seq_row is not None else 1,
             )  # fmt: skip
             try:
                 self.db.execute(INSERT_SQL, rec.insert_params())
+                break
             except Conflict:
-                raise self._name_conflict(name) from None
+                if not self._name_taken(name):
+                    raise
+                if given is not None:
+                    raise self._name_conflict(name) from None
         try:
             self._build(rec, image)
         except BaseException:
@@ -500,19 +512,33 @@ class ContainerService:
         return ShimClient(self.paths(cid).shim)
 
     def _exit_generation(self, cid: str) -> int:
-        with self._cond:
+        with self._cond_lock:
             return self._exit_gen.get(cid, 0)
 
+    def _cond(self, cid: str) -> threading.Condition:
+        with self._cond_lock:
+            cond = self._conds.get(cid)
+            if cond is None:
+                cond = self._conds[cid] = threading.Condition(self._cond_lock)
+            return cond
+
+    def _notify(self, cid: str) -> None:
+        """Wake cid's waiters; call with _cond_lock held."""
+        cond = self._conds.get(cid)
+        if cond is not None:
+            cond.notify_all()
+
     def _wait_exit(self, cid: str, gen: int, timeout: float | None) -> bool:
-        with self._cond:
-            return self._cond.wait_for(
+        cond = self._cond(cid)
+        with cond:
+            return cond.wait_for(
                 lambda: self._exit_gen.get(cid, 0) != gen or cid in self._removed, timeout
             )
 
     def notify_exit(self, cid: str) -> None:
-        with self._cond:
+        with self._cond_lock:
             self._exit_gen[cid] = self._exit_gen.get(cid, 0) + 1
-            self._cond.notify_all()
+            self._notify(cid)
 
     def kill(self, ref: str, signal: int | str = "SIGKILL") -> None:
         rec = self.resolve(ref)
@@ -605,8 +631,9 @@ class ContainerService:
         rec = self.resolve(ref)
         cid = rec.id
         if condition == "removed":
-            with self._cond:
-                ok = self._cond.wait_for(lambda: cid in self._removed, timeout)
+            cond = self._cond(cid)
+            with cond:
+                ok = cond.wait_for(lambda: cid in self._removed, timeout)
                 if not ok:
                     raise TimeoutError(f"container {cid}: not removed in time")
                 return {"StatusCode": self._removed[cid], "Error": None}
@@ -617,7 +644,7 @@ class ContainerService:
                 return {"StatusCode": rec.exit_code, "Error": None}
         if not self._wait_exit(cid, gen, timeout):
             raise TimeoutError(f"container {cid}: still running")
-        with self._cond:
+        with self._cond_lock:
             if cid in self._removed:
                 return {"StatusCode": self._removed[cid], "Error": None}
         rec = self.get_record(cid)
@@ -653,10 +680,11 @@ class ContainerService:
             self.monitor.forget(cid)
             code = self.get_record(cid).exit_code
             self._discard(cid)
-        with self._cond:
+        with self._cond_lock:
             self._removed[cid] = code
-            self._cond.notify_all()
-        with self._glock:
+            self._notify(cid)
+            self._conds.pop(cid, None)
+        with self._locks_guard:
             self._locks.pop(cid, None)
         self._publish(rec, "destroy")
 

@@ -7,6 +7,10 @@
   readers run alongside the one writer; `transaction()` starts with BEGIN IMMEDIATE so a
   writer takes the write lock up front and can't deadlock upgrading from a read. Don't pass
   a connection or a cursor from one thread to another.
+- Writers in one process queue on a lock of this object (`_write_lock`) rather than on
+  SQLite's file lock: SQLite's busy handler retries by sleeping (1, 2, 5, ... 100 ms), so
+  threads contending on the file lock would sleep far longer than the writes take; the
+  in-process lock hands over on release. Between processes the busy timeout still applies.
 - Processes: several may open the same file (SQLite locks it); migrations are safe to race.
 - Errors: a constraint violation (unique key, foreign key, CHECK) inside `transaction()` or
   `execute()` becomes `Conflict` with SQLite's text; the transaction is rolled back.
@@ -32,6 +36,7 @@ class Database:
         self.timeout_s = timeout_s
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._write_lock = threading.RLock()
         self._conns: list[sqlite3.Connection] = []
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,9 +89,24 @@ class Database:
 
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this process's writer lock (reentrant: nested writes of one thread pass)."""
+        if not self._write_lock.acquire(timeout=self.timeout_s):
+            raise SystemError_(f"metadata database {self.path}: another writer held it for "
+                               f"more than {self.timeout_s:g}s")  # fmt: skip
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE); commits on success, rolls back on error.
         Nested use becomes a SAVEPOINT, so an inner failure undoes only the inner part."""
+        with self._writing():
+            yield from self._transaction()
+
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self.connection()
         depth: int = self._local.depth
         savepoint = f"sp{depth}"
@@ -120,7 +140,8 @@ class Database:
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         """One statement (its own transaction unless inside `transaction()`)."""
         try:
-            return self.connection().execute(sql, params)
+            with self._writing():
+                return self.connection().execute(sql, params)
         except sqlite3.IntegrityError as e:
             raise Conflict(f"metadata: {e}") from e
 
