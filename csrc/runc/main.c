@@ -40,10 +40,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runc.h"
+
 #define DEFAULT_ROOT "/run/pyrt-runc"
 #define MAX_CGROUPS 64
 
-static char **g_argv;
+char **g_argv;
 
 /* ---- delegation to the Python CLI ------------------------------------------------------ */
 
@@ -124,8 +126,7 @@ static int find_python(char *out, size_t n, char *site, size_t site_n, int *fast
   return -1;
 }
 
-static void delegate(void) __attribute__((noreturn));
-static void delegate(void) {
+void delegate(void) {
   char py[PATH_MAX], site[PATH_MAX];
   int fast;
   if (find_python(py, sizeof py, site, sizeof site, &fast) < 0) {
@@ -154,7 +155,7 @@ static void delegate(void) {
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
-static int id_ok(const char *id) {
+int id_ok(const char *id) {
   size_t n = strlen(id);
   if (n == 0 || n > 1024) return 0;
   for (size_t i = 0; i < n; i++) {
@@ -166,7 +167,7 @@ static int id_ok(const char *id) {
 }
 
 /* Reads a whole (small) file; NULL on error. *len gets the size. */
-static char *read_file(const char *path, size_t *len) {
+char *read_file(const char *path, size_t *len) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return NULL;
   size_t cap = 4096, n = 0;
@@ -195,7 +196,7 @@ static char *read_file(const char *path, size_t *len) {
 }
 
 /* Writes data to path through a temp file and rename (as state.atomic_write, no fsync). */
-static int atomic_write(const char *dir, const char *name, const char *data, size_t len,
+int atomic_write(const char *dir, const char *name, const char *data, size_t len,
                         mode_t mode) {
   char tmp[PATH_MAX], dst[PATH_MAX];
   if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", dir, name, (int)getpid()) >= sizeof tmp ||
@@ -304,7 +305,7 @@ static int read_fast(const char *cdir, struct fast *f) {
 /* ---- live status ----------------------------------------------------------------------- */
 
 /* 1 if pid is alive, not a zombie, and (start >= 0) started at `start`. */
-static int process_alive(long pid, long long start) {
+int process_alive(long pid, long long start) {
   if (pid <= 0) return 0;
   char path[64];
   snprintf(path, sizeof path, "/proc/%ld/stat", pid);
@@ -528,7 +529,7 @@ static int cmd_kill(const char *root, const char *id, const char *sigtext) {
 
 /* rmdir dir and every cgroup below it, deepest first; EBUSY is retried (50 x 20 ms) as the
  * C core's pyrt_cgroup_rmdir does. -1 leaves the rest to Python. */
-static int remove_tree(const char *dir, int depth) {
+int remove_tree(const char *dir, int depth) {
   if (depth > 32) return -1;
   DIR *d = opendir(dir);
   if (d == NULL) return errno == ENOENT ? 0 : -1;
@@ -552,7 +553,7 @@ static int remove_tree(const char *dir, int depth) {
   return -1;
 }
 
-static int remove_dir(const char *path, int depth) {
+int remove_dir(const char *path, int depth) {
   if (depth > 8) return -1;
   DIR *d = opendir(path);
   if (d == NULL) return errno == ENOENT ? 0 : -1;
@@ -587,8 +588,8 @@ static int cmd_delete(const char *root, const char *id) {
 
 /* A long flag as Go's flag package and pyrt's parser take it: -name or --name, optional
  * =value. Returns the value (NULL: none given) when arg names `name`, else (char*)-1. */
-static const char *const NOMATCH = (const char *)-1;
-static const char *flag(const char *arg, const char *name) {
+const char *const NOMATCH = (const char *)-1;
+const char *flag(const char *arg, const char *name) {
   if (arg[0] != '-') return NOMATCH;
   const char *b = arg[1] == '-' ? arg + 2 : arg + 1;
   size_t n = strlen(name);
@@ -639,6 +640,8 @@ int main(int argc, char **argv) {
   const char *cmd = argv[i++];
   int rest = argc - i;
   char **av = argv + i;
+  if (strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0)
+    return cmd_create_native(root, rest, av, cmd[0] == 'r');
   if (strcmp(cmd, "state") == 0 && rest == 1 && av[0][0] != '-') return cmd_state(root, av[0]);
   if (strcmp(cmd, "start") == 0 && rest == 1 && av[0][0] != '-') return cmd_start(root, av[0]);
   if (strcmp(cmd, "kill") == 0 && (rest == 1 || rest == 2) && av[0][0] != '-' &&

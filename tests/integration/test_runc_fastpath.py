@@ -218,3 +218,286 @@ def test_global_flags_and_version(both: Both, tmp_path: Path) -> None:
     assert json.loads(log.read_text().splitlines()[-1])["msg"] == (
         "container 'nope' does not exist"
     )
+
+
+# -- create and run, natively ------------------------------------------------------------
+
+# what a container sees of itself: identity, limits, capabilities, mounts, devices, cgroup
+_PROBE = (
+    "id; hostname; umask; ulimit -n; ulimit -Hn; cat /proc/self/oom_score_adj; "
+    "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status; "
+    "awk '{for (i = 7; $i != \"-\"; i++); print $5, $6, $(i + 1), $(i + 2)}' "
+    "/proc/self/mountinfo; ls -ln /dev | awk '{print $1, $3, $4, $5, $6, $NF}'; "
+    "cat /sys/fs/cgroup/devices/devices.list; cat /proc/sys/net/ipv4/ip_forward; "
+    "wc -c < /proc/kcore; touch /proc/sys/x 2>&1 | tail -c 30; pwd; env | sort"
+)
+
+
+def _variants(tmp: Path) -> dict[str, dict[str, object]]:
+    """Specs the native create handles, each exercising a different part of the translation."""
+    bind_src = tmp / "bind-src"
+    bind_src.mkdir(exist_ok=True)
+    (bind_src / "f").write_text("bound\n")
+    return {
+        "default": {},
+        "user-and-limits": {
+            "process.user": {"uid": 1000, "gid": 1000, "additionalGids": [5, 7], "umask": 0o27},
+            "process.rlimits": [
+                {"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
+                {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
+            ],
+            "process.oomScoreAdj": 500,
+            "process.noNewPrivileges": False,
+            "process.env": ["PATH=/bin", "A=b c", "UNICODE=é"],
+            "process.cwd": "/tmp",
+        },
+        "caps-and-mounts": {
+            "process.capabilities": {
+                "bounding": ["CAP_KILL", "cap_chown", "CAP_SYS_ADMIN"],
+                "effective": ["CAP_KILL"],
+                "permitted": ["CAP_KILL", "CAP_CHOWN"],
+            },
+            "root.readonly": False,
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                 "options": ["nosuid", "noexec", "nodev", "relatime"]},
+                {"destination": "/mnt/b", "type": "bind", "source": str(bind_src),
+                 "options": ["rbind", "ro", "rprivate"]},
+                {"destination": "/mnt/t", "type": "tmpfs", "options": ["noexec", "size=1m"]},
+            ],
+            "linux.sysctl": {"net.ipv4.ip_forward": "1"},
+            "linux.devices": [
+                {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600},
+                {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "uid": 1000},
+            ],
+            "linux.resources": {"devices": [
+                {"allow": False, "access": "rwm"},
+                {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "mr"},
+            ]},
+            "linux.maskedPaths": ["/proc/kcore", "/mnt/b/f"],
+            "linux.rootfsPropagation": "rprivate",
+            "hostname": "native-host",
+            "annotations": {"a": "1", "é": "\u2603"},
+        },
+    }
+
+
+def _normalize(out: str, cid: str) -> str:
+    return out.replace(cid, "<id>")
+
+
+@pytest.mark.parametrize("variant", ["default", "user-and-limits", "caps-and-mounts"])
+def test_native_run_same_container_as_python(
+    both: Both, unique_id: str, tmp_path: Path, busybox_rootfs: Path, variant: str
+) -> None:
+    """`run` natively and through Python: the same container, seen from inside."""
+    from tests.bundle import make_bundle
+
+    overrides = _variants(tmp_path)[variant]
+    b = make_bundle(
+        tmp_path / f"b-{variant}", ["/bin/sh", "-c", _PROBE], rootfs=busybox_rootfs,
+        container_id=unique_id, **overrides,
+    )  # fmt: skip
+    native = both.native("run", "--bundle", str(b), unique_id)
+    assert native.returncode == 0, native.stderr
+    assert not (both.root / unique_id).exists()
+    py = both.python("run", "--bundle", str(b), unique_id)
+    assert (native.returncode, native.stdout, native.stderr) == (
+        py.returncode, py.stdout, py.stderr
+    )  # fmt: skip
+    assert "uid=" in native.stdout
+
+
+def _strip_volatile(state: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in state.items() if k not in ("pid", "pid_start", "created")}
+
+
+def test_native_create_writes_python_state(
+    both: Both, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
+) -> None:
+    """state.json and fast.state of a native create are what Runtime.create writes."""
+    b = bundle_factory(["/bin/true"], **{"annotations": {"k": 'v é "q"\n\U0001f600'}})
+    got: dict[str, tuple[dict[str, object], list[str]]] = {}
+    for how in ("native", "python"):
+        pid_file = tmp_path / f"{how}.pid"
+        argv = ("create", "--bundle", str(b), "--pid-file", str(pid_file), unique_id)
+        with open(tmp_path / f"{how}.err", "w") as err:
+            if how == "native":
+                cmd = [str(both.exe), "--root", str(both.root), *argv]
+                env = {**both.env, "PYRT_RUNC_PYTHON": "/bin/false"}
+            else:
+                cmd = [*both.py, "--root", str(both.root), *argv]
+                env = {k: v for k, v in both.env.items() if k != "PYRT_RUNC_PYTHON"}
+            res = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=err, timeout=60)  # fmt: skip
+        assert res.returncode == 0, (tmp_path / f"{how}.err").read_text()
+        pid = int(pid_file.read_text())
+        cdir = both.root / unique_id
+        state = json.loads((cdir / "state.json").read_text())
+        assert state["pid"] == pid and state["status"] == "created"
+        fast = (cdir / "fast.state").read_text().splitlines()
+        fast = [x for x in fast if not x.startswith(("pid ", "start ", '  "created"'))]
+        got[how] = (_strip_volatile(state), fast)
+        st = json.loads(both.same("state", unique_id).stdout)
+        assert st["status"] == "created" and st["pid"] == pid
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid)
+        assert both.native("delete", unique_id).returncode == 0
+    assert got["native"] == got["python"]
+
+
+def test_native_run_exit_status_detach_and_keep(
+    both: Both, bundle_factory: BundleFactory, unique_id: str
+) -> None:
+    b = bundle_factory(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
+    res = both.native("run", "-b", str(b), unique_id)
+    assert (res.returncode, res.stdout, res.stderr) == (3, "out\n", "err\n")
+    assert not (both.root / unique_id).exists()
+    res = both.native("run", "--keep", "--bundle", str(b), unique_id)
+    assert res.returncode == 3
+    st = json.loads(both.same("state", unique_id).stdout)
+    assert st["status"] == "stopped"
+    assert both.native("delete", unique_id).returncode == 0
+    b2 = bundle_factory(["/bin/sleep", "30"])
+    # the detached container keeps its stdio: not a pipe this test waits on
+    res = subprocess.run(
+        [str(both.exe), "--root", str(both.root), "run", "--detach", "--bundle", str(b2),
+         unique_id],
+        env={**both.env, "PYRT_RUNC_PYTHON": "/bin/false"}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0
+    st = json.loads(both.same("state", unique_id).stdout)
+    assert st["status"] == "running"
+    assert both.native("kill", unique_id, "KILL").returncode == 0
+    _wait_gone(st["pid"])
+    assert both.native("delete", unique_id).returncode == 0
+
+
+def _bad_configs(tmp: Path) -> dict[str, Callable[[dict[str, object]], object]]:
+    """name -> an edit of a good config.json that Python refuses (the edit may return a
+    whole replacement document as text)."""
+
+    def set_(path: str, value: object) -> Callable[[dict[str, object]], object]:
+        from tests.bundle import set_dotted
+
+        return lambda c: set_dotted(c, path, value)
+
+    def drop(path: str) -> Callable[[dict[str, object]], object]:
+        def edit(c: dict[str, object]) -> None:
+            *parents, last = path.split(".")
+            node: object = c
+            for p in parents:
+                node = node[p]  # type: ignore[index]
+            del node[last]  # type: ignore[attr-defined]
+
+        return edit
+
+    return {
+        "invalid-json": lambda c: '{"ociVersion": "1.2.0",',
+        "not-an-object": lambda c: "[1, 2]",
+        "float": set_("process.oomScoreAdj", 1.5),
+        "version": set_("ociVersion", "2.0.0"),
+        "no-version": drop("ociVersion"),
+        "no-args": drop("process.args"),
+        "empty-args": set_("process.args", []),
+        "relative-cwd": set_("process.cwd", "tmp"),
+        "no-root": drop("root"),
+        "missing-rootfs": set_("root.path", "nope"),
+        "readonly-null": set_("root.readonly", None),
+        "unknown-namespace": set_("linux.namespaces", [{"type": "pid"}, {"type": "foo"}]),
+        "duplicate-namespace": set_("linux.namespaces", [{"type": "pid"}, {"type": "pid"}]),
+        "global-sysctl": set_("linux.sysctl", {"kernel.core_pattern": "x"}),
+        "sysctl-no-netns": lambda c: (
+            c["linux"].update(sysctl={"net.ipv4.ip_forward": "1"}),  # type: ignore[attr-defined]
+            c["linux"].update(namespaces=[{"type": "mount"}, {"type": "uts"}]),  # type: ignore[attr-defined]
+        ),
+        "hostname-no-uts": set_("linux.namespaces", [{"type": "mount"}, {"type": "pid"}]),
+        "relative-destination": set_("mounts", [{"destination": "proc", "type": "proc"}]),
+        "mount-no-type": set_("mounts", [{"destination": "/x", "source": "y"}]),
+        "bind-no-source": set_("mounts", [{"destination": "/x", "type": "bind"}]),
+        "unknown-cap": set_("process.capabilities.bounding", ["CAP_NOPE"]),
+        "unknown-rlimit": set_("process.rlimits", [{"type": "RLIMIT_X", "soft": 1, "hard": 1}]),
+        "soft-above-hard": set_("process.rlimits",
+                                [{"type": "RLIMIT_NOFILE", "soft": 9, "hard": 1}]),
+        "uid-string": set_("process.user.uid", "0"),
+        "env-no-equals": set_("process.env", ["PATH"]),
+        "bad-device-type": set_("linux.devices", [{"path": "/dev/x", "type": "z"}]),
+        "device-no-major": set_("linux.devices", [{"path": "/dev/x", "type": "c", "minor": 1}]),
+        "bad-access": set_("linux.resources", {"devices": [{"allow": True, "access": "x"}]}),
+        "device-rule-key": set_("linux.resources", {"devices": [{"allow": True, "x": 1}]}),
+        "resources-key": set_("linux.resources", {"bogus": None}),
+        "memory-negative": set_("linux.resources", {"memory": {"limit": -5}}),
+        "cgroups-dotdot": set_("linux.cgroupsPath", "/a/../b"),
+        "cgroups-systemd": set_("linux.cgroupsPath", "system.slice:pyrt:x"),
+        "terminal": set_("process.terminal", True),
+        "propagation": set_("linux.rootfsPropagation", "sideways"),
+        "scheduler": set_("process.scheduler", {"policy": "SCHED_OTHER"}),
+        "uid-mappings": set_("linux.uidMappings", [{"containerID": 0, "hostID": 1, "size": 1}]),
+        "hook-relative": set_("hooks", {"prestart": [{"path": "x"}]}),
+        "annotation-int": set_("annotations", {"a": 1}),
+    }
+
+
+def test_create_errors_are_pythons(
+    both: Both, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
+) -> None:
+    """Every refused config: the C binary says exactly what Python says, with the same
+    exit status, and leaves nothing behind; natively it refuses before any side effect."""
+    b = bundle_factory(["/bin/true"], container_id=unique_id)
+    good = json.loads((b / "config.json").read_text())
+    cg_rel = good["linux"]["cgroupsPath"]
+    for name, edit in _bad_configs(tmp_path).items():
+        config = json.loads(json.dumps(good))
+        text = edit(config)
+        (b / "config.json").write_text(text if isinstance(text, str) else json.dumps(config))
+        args = ("create", "--bundle", str(b), unique_id)
+        res = both.same(*args)
+        assert res.returncode == 1 and res.stderr.startswith("pyrt-runc: "), (name, res.stderr)
+        native = both.native(*args)
+        assert (native.returncode, native.stderr) == (1, ""), (name, native.stderr)
+        assert not (both.root / unique_id).exists(), name
+        assert not any(
+            os.path.exists(f"/sys/fs/cgroup/{h}{cg_rel}") for h in ("memory", "devices", "pids")
+        ), name
+    # a duplicate id: Python's Conflict, and the first container is untouched
+    (b / "config.json").write_text(json.dumps(good))
+    pid = both.create(unique_id, b, tmp_path)
+    res = both.same("create", "--bundle", str(b), unique_id)
+    assert res.returncode == 1 and "already exists" in res.stderr
+    assert json.loads(both.same("state", unique_id).stdout)["pid"] == pid
+    # flags the native path does not take
+    both.same("create", "--bundle", str(b), "--bogus", unique_id)
+    both.same("create", "--bundle", str(b), "--preserve-fds", "x", unique_id)
+    both.same("create", "--bundle", str(b))
+    both.same("run", "--bundle", str(b), "--detach=maybe", unique_id)
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid)
+    assert both.native("delete", unique_id).returncode == 0
+
+
+def test_delegated_create_still_works(
+    both: Both, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
+) -> None:
+    """Valid specs the native path leaves to Python (here: a memory limit, a seccomp
+    profile) are created by Python through the C binary."""
+    b = bundle_factory(
+        ["/bin/true"],
+        **{
+            "linux.resources": {"memory": {"limit": 64 << 20}},
+            "linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["mknod"], "action": "SCMP_ACT_ERRNO"}]},
+        },
+    )  # fmt: skip
+    pid_file = tmp_path / "p.pid"
+    res = both.native("create", "--bundle", str(b), "--pid-file", str(pid_file), unique_id)
+    assert (res.returncode, res.stderr) == (1, "")
+    assert not (both.root / unique_id).exists()
+    pid = both.create(unique_id, b, tmp_path)
+    assert json.loads(both.same("state", unique_id).stdout)["pid"] == pid
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid)
+    assert both.native("delete", unique_id).returncode == 0
