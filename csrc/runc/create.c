@@ -56,11 +56,26 @@
 #define MS_NOSYMFOLLOW 256
 #endif
 
-/* Each check: on failure the whole command goes to Python. */
+/* Each check: on failure the whole command goes to Python. With PYRT_RUNC_EXPLAIN set to
+ * a file name, the line of the check that handed it over is appended to that file (to see
+ * why a given spec is not created natively). */
 #define NEED(cond) \
   do {             \
-    if (!(cond)) delegate(); \
+    if (!(cond)) refuse(__LINE__); \
   } while (0)
+
+static void refuse(int line) __attribute__((noreturn));
+static void refuse(int line) {
+  const char *path = getenv("PYRT_RUNC_EXPLAIN");
+  if (path != NULL && path[0] != '\0') {
+    FILE *f = fopen(path, "ae");
+    if (f != NULL) {
+      fprintf(f, "pyrt-runc: native create: handed to Python at create.c:%d\n", line);
+      fclose(f);
+    }
+  }
+  delegate();
+}
 
 static void *xcalloc(size_t n, size_t size) {
   void *p = calloc(n ? n : 1, size);
@@ -518,9 +533,8 @@ struct plan {
   char *bundle_abs, *rootfs_rec, *rootfs_real;
   struct cg cg;
   int new_ns;
-  int has_devrules;
-  size_t n_rules;
-  struct devrule *rules;
+  size_t n_writes; /* cgroup writes of linux.resources, in V1Manager._plan's order */
+  char **wpath, **wvalue;
   pyrt_spawn_config_t sc;
 };
 
@@ -652,7 +666,7 @@ static void cgroup_mounts(struct plan *pl, const char *dest, unsigned long flags
   if (pl->cg.unified) {
     int dup = 0;
     for (int j = 0; j < k; j++) dup |= strcmp(names[j], "unified") == 0;
-    if (dup) delegate(); /* a v1 hierarchy mounted at .../unified: leave it to Python */
+    if (dup) refuse(__LINE__); /* a v1 hierarchy mounted at .../unified: leave it to Python */
     names[k] = "unified";
     dirs[k++] = pl->cg.unified;
   }
@@ -761,48 +775,110 @@ static void check_devices(struct plan *pl, const jv_t *devs) {
   pl->sc.n_devices = n;
 }
 
-static void add_rule(struct plan *pl, struct devrule r) {
-  pl->rules = realloc(pl->rules, (pl->n_rules + 1) * sizeof *pl->rules);
-  NEED(pl->rules != NULL);
-  pl->rules[pl->n_rules++] = r;
+static void add_write(struct plan *pl, const char *dir, const char *file, char *value) {
+  NEED(dir != NULL); /* a controller that is not mounted: Python says so */
+  pl->wpath = realloc(pl->wpath, (pl->n_writes + 1) * sizeof(char *));
+  pl->wvalue = realloc(pl->wvalue, (pl->n_writes + 1) * sizeof(char *));
+  NEED(pl->wpath != NULL && pl->wvalue != NULL);
+  pl->wpath[pl->n_writes] = xprintf("%s/%s", dir, file);
+  pl->wvalue[pl->n_writes++] = value;
 }
 
-/* linux.resources: device rules only (the rest goes to Python) */
+/* an integer field of a resources object: 1 and *out set when present and in range (lo..hi,
+ * or `also`), 0 when absent or null; out of range or not an integer delegates */
+static int res_int(const jv_t *obj, const char *key, long long lo, long long hi, long long also,
+                   long long *out) {
+  const jv_t *v = jget(obj, key);
+  if (jnone(v)) return 0;
+  NEED(v->t == J_INT && (v->num == also || (v->num >= lo && v->num <= hi)));
+  *out = v->num;
+  return 1;
+}
+
+/* an object-valued resources key: NULL when absent or null; its keys must be in `keys`,
+ * and those after the first `handled` must be null (or ignored: the rest of the list) */
+static const jv_t *res_obj(const jv_t *res, const char *name, const char *const *keys,
+                           int handled, int nulls) {
+  const jv_t *o = jget(res, name);
+  if (jnone(o)) return NULL;
+  NEED(o->t == J_OBJ);
+  for (size_t i = 0; i < o->n; i++) {
+    int k = -1;
+    for (int j = 0; keys[j] != NULL; j++)
+      if (strcmp(o->keys[i], keys[j]) == 0) k = j;
+    NEED(k >= 0);
+    if (k >= handled && k < handled + nulls) NEED(o->items[i].t == J_NULL);
+  }
+  return o;
+}
+
+/* linux.resources as V1Manager._plan writes it, for memory limit/reservation, cpu
+ * shares/period/quota, pids and device rules; any other setting goes to Python */
 static void check_resources(struct plan *pl, const jv_t *lx, const jv_t *res) {
   if (jnone(res)) return;
   NEED(res->t == J_OBJ);
-  /* validate_resources' top-level keys; only "devices" may hold a value here */
   static const char *const TOP_KEYS[] = {"memory", "cpu", "pids", "devices", "hugepageLimits",
                                          "unified", "blockIO", "network", "rdma"};
   for (size_t i = 0; i < res->n; i++) {
-    NEED(INDEX(res->keys[i], TOP_KEYS) >= 0);
-    NEED(strcmp(res->keys[i], "devices") == 0 || res->items[i].t == J_NULL);
+    int k = INDEX(res->keys[i], TOP_KEYS);
+    NEED(k >= 0 && (k < 4 || res->items[i].t == J_NULL));
   }
+  /* _with_default_devices: resources without device rules and no other content are {} */
+  long long v;
+  static const char *const MEM_KEYS[] = {"limit", "reservation", "swap", "swappiness",
+                                         "disableOOMKiller", "kernel", "kernelTCP",
+                                         "useHierarchy", "checkBeforeUpdate", NULL};
+  const jv_t *mem = res_obj(res, "memory", MEM_KEYS, 2, 3);
+  if (mem != NULL) {
+    const char *d = cg_dir(&pl->cg, "memory");
+    if (res_int(mem, "limit", 1, LLONG_MAX, -1, &v))
+      add_write(pl, d, "memory.limit_in_bytes", xprintf("%lld", v));
+    if (res_int(mem, "reservation", 0, LLONG_MAX, -1, &v))
+      add_write(pl, d, "memory.soft_limit_in_bytes", xprintf("%lld", v));
+  }
+  static const char *const CPU_KEYS[] = {"shares", "period", "quota", "burst",
+                                         "realtimeRuntime", "realtimePeriod", "idle",
+                                         "cpus", "mems", NULL};
+  const jv_t *cpu = res_obj(res, "cpu", CPU_KEYS, 3, 4);
+  if (cpu != NULL) {
+    for (int k = 7; k < 9; k++) { /* "" is skipped, as None */
+      const jv_t *s = jget(cpu, CPU_KEYS[k]);
+      NEED(jnone(s) || (is_str(s) && s->str[0] == '\0'));
+    }
+    const char *d = cg_dir(&pl->cg, "cpu");
+    if (res_int(cpu, "shares", 2, 262144, 2, &v))
+      add_write(pl, d, "cpu.shares", xprintf("%lld", v));
+    if (res_int(cpu, "period", 1000, 1000000, 1000, &v))
+      add_write(pl, d, "cpu.cfs_period_us", xprintf("%lld", v));
+    if (res_int(cpu, "quota", 1000, LLONG_MAX, -1, &v))
+      add_write(pl, d, "cpu.cfs_quota_us", xprintf("%lld", v));
+  }
+  static const char *const PIDS_KEYS[] = {"limit", NULL};
+  const jv_t *pids = res_obj(res, "pids", PIDS_KEYS, 1, 0);
+  if (pids != NULL && res_int(pids, "limit", 0, LLONG_MAX, -1, &v))
+    add_write(pl, cg_dir(&pl->cg, "pids"), "pids.max", v > 0 ? xprintf("%lld", v) : "max");
+
   const jv_t *devs = jget(res, "devices");
   if (jnone(devs)) return;
   NEED(devs->t == J_ARR);
-  pl->has_devrules = 1;
+  const char *dd = cg_dir(&pl->cg, "devices");
+  add_write(pl, dd, "devices.deny", "a");
+  struct devrule *rules = xcalloc(devs->n + 64, sizeof *rules);
+  size_t n = 0;
   for (size_t i = 0; i < devs->n; i++) {
     const jv_t *d = &devs->items[i];
     NEED(d->t == J_OBJ);
     for (size_t k = 0; k < d->n; k++)
       NEED(INDEX(d->keys[k], ((const char *const[]){"allow", "type", "major", "minor", "access"})) >= 0);
-    const jv_t *allow = jget(d, "allow"), *type = jget(d, "type"), *major = jget(d, "major"),
-               *minor = jget(d, "minor"), *access = jget(d, "access");
+    const jv_t *allow = jget(d, "allow"), *type = jget(d, "type"), *access = jget(d, "access");
     NEED(is_bool(allow));
     struct devrule r = {'a', -1, -1, "", allow->t == J_TRUE};
     if (!jnone(type) && !(is_str(type) && type->str[0] == '\0')) {
       NEED(is_str(type) && strlen(type->str) == 1 && strchr("abc", type->str[0]));
       r.type = type->str[0];
     }
-    if (!jnone(major)) {
-      NEED(int_in(major, -1, 0xFFF));
-      r.major = major->num;
-    }
-    if (!jnone(minor)) {
-      NEED(int_in(minor, -1, 0xFFFFF));
-      r.minor = minor->num;
-    }
+    res_int(d, "major", -1, 0xFFF, -1, &r.major);
+    res_int(d, "minor", -1, 0xFFFFF, -1, &r.minor);
     const char *acc = "rwm";
     if (!jnone(access) && !(is_str(access) && access->str[0] == '\0')) {
       NEED(is_str(access) && strspn(access->str, "rwm") == strlen(access->str));
@@ -811,7 +887,7 @@ static void check_resources(struct plan *pl, const jv_t *lx, const jv_t *res) {
     int k = 0;
     for (const char *c = "rwm"; *c; c++)
       if (strchr(acc, *c)) r.access[k++] = *c;
-    add_rule(pl, r);
+    rules[n++] = r;
   }
   const jv_t *ldevs = jget(lx, "devices");
   for (size_t i = 0; !jnone(ldevs) && i < ldevs->n; i++) {
@@ -819,16 +895,23 @@ static void check_resources(struct plan *pl, const jv_t *lx, const jv_t *res) {
     const char *t = jget(d, "type")->str;
     if (strcmp(t, "c") && strcmp(t, "b")) continue;
     long long maj = jget(d, "major")->num, mnr = jget(d, "minor")->num;
-    NEED(maj <= 0xFFF && mnr <= 0xFFFFF);
-    add_rule(pl, (struct devrule){t[0], maj, mnr, "rwm", 1});
+    NEED(maj <= 0xFFF && mnr <= 0xFFFFF && n < devs->n + 56);
+    rules[n++] = (struct devrule){t[0], maj, mnr, "rwm", 1};
   }
   static const struct devrule DEFAULT_RULES[] = {
       {'c', 1, 3, "rwm", 1}, {'c', 1, 5, "rwm", 1}, {'c', 1, 7, "rwm", 1},
       {'c', 1, 8, "rwm", 1}, {'c', 1, 9, "rwm", 1}, {'c', 5, 0, "rwm", 1},
       {'c', 5, 2, "rwm", 1}, {'c', 136, -1, "rwm", 1}};
   for (size_t i = 0; i < sizeof DEFAULT_RULES / sizeof DEFAULT_RULES[0]; i++)
-    add_rule(pl, DEFAULT_RULES[i]);
-  NEED(cg_dir(&pl->cg, "devices") != NULL);
+    rules[n++] = DEFAULT_RULES[i];
+  for (size_t i = 0; i < n; i++) {
+    const struct devrule *r = &rules[i];
+    char maj[24] = "*", mnr[24] = "*";
+    if (r->major >= 0) snprintf(maj, sizeof maj, "%lld", r->major);
+    if (r->minor >= 0) snprintf(mnr, sizeof mnr, "%lld", r->minor);
+    add_write(pl, dd, r->allow ? "devices.allow" : "devices.deny",
+              r->type == 'a' ? "a" : xprintf("%c %s:%s %s", r->type, maj, mnr, r->access));
+  }
 }
 
 static char **str_array(const jv_t *list, size_t *n) {
@@ -1142,7 +1225,7 @@ static void parse_flags(struct plan *pl, int argc, char **argv) {
     else if (strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcasecmp(v, "f") == 0)
       *bool_dest = 0;
     else
-      delegate();
+      refuse(__LINE__);
   }
   NEED(pl->id != NULL && id_ok(pl->id));
 }
@@ -1173,31 +1256,13 @@ static void undo_and_delegate(struct undo *u) {
   delegate();
 }
 
+/* _Plan.check_files, then run: every file must exist before anything is written */
 static int write_cgroup_rules(const struct plan *pl) {
-  if (!pl->has_devrules) return 0;
-  const char *d = cg_dir(&pl->cg, "devices");
-  char *allow = xprintf("%s/devices.allow", d), *deny = xprintf("%s/devices.deny", d);
-  size_t n = pl->n_rules + 1;
-  const char **paths = xcalloc(n, sizeof(char *)), **values = xcalloc(n, sizeof(char *));
-  paths[0] = deny;
-  values[0] = "a";
-  for (size_t i = 0; i < pl->n_rules; i++) {
-    const struct devrule *r = &pl->rules[i];
-    paths[i + 1] = r->allow ? allow : deny;
-    if (r->type == 'a') {
-      values[i + 1] = "a";
-      continue;
-    }
-    char maj[24], mnr[24];
-    if (r->major < 0) strcpy(maj, "*");
-    else snprintf(maj, sizeof maj, "%lld", r->major);
-    if (r->minor < 0) strcpy(mnr, "*");
-    else snprintf(mnr, sizeof mnr, "%lld", r->minor);
-    values[i + 1] = xprintf("%c %s:%s %s", r->type, maj, mnr, r->access);
-  }
-  if (access(allow, F_OK) != 0 || access(deny, F_OK) != 0) return -1;
+  for (size_t i = 0; i < pl->n_writes; i++)
+    if (access(pl->wpath[i], F_OK) != 0) return -1;
   pyrt_error_t err;
-  return pyrt_cgroup_write_many(paths, values, n, &err);
+  return pyrt_cgroup_write_many((const char *const *)pl->wpath, (const char *const *)pl->wvalue,
+                                pl->n_writes, &err);
 }
 
 static int connect_console(const char *path) {
@@ -1292,13 +1357,13 @@ int cmd_create_native(const char *root_arg, int argc, char **argv, int run) {
       if (*s == '/' || *s == '\0') {
         char c = *s;
         *s = '\0';
-        if (mkdir(p, 0700) < 0 && errno != EEXIST) delegate();
+        if (mkdir(p, 0700) < 0 && errno != EEXIST) refuse(__LINE__);
         *s = c;
         if (c == '\0') break;
       }
     }
   }
-  if (mkdir(cdir, 0711) < 0) delegate(); /* exists: Python's Conflict */
+  if (mkdir(cdir, 0711) < 0) refuse(__LINE__); /* exists: Python's Conflict */
   u.cdir = cdir;
   u.lockfd = open(cdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (u.lockfd < 0 || flock(u.lockfd, LOCK_EX) < 0) undo_and_delegate(&u);

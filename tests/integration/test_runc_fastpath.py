@@ -229,6 +229,8 @@ _PROBE = (
     "awk '{for (i = 7; $i != \"-\"; i++); print $5, $6, $(i + 1), $(i + 2)}' "
     "/proc/self/mountinfo; ls -ln /dev | awk '{print $1, $3, $4, $5, $6, $NF}'; "
     "cat /sys/fs/cgroup/devices/devices.list; cat /proc/sys/net/ipv4/ip_forward; "
+    "cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes memory/memory.soft_limit_in_bytes "
+    "cpu/cpu.shares cpu/cpu.cfs_period_us cpu/cpu.cfs_quota_us pids/pids.max; cd /; "
     "wc -c < /proc/kcore; touch /proc/sys/x 2>&1 | tail -c 30; pwd; env | sort"
 )
 
@@ -273,10 +275,15 @@ def _variants(tmp: Path) -> dict[str, dict[str, object]]:
                 {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600},
                 {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "uid": 1000},
             ],
-            "linux.resources": {"devices": [
+            "linux.resources": {
+                "memory": {"limit": 256 << 20, "reservation": 128 << 20, "kernel": 1},
+                "cpu": {"shares": 512, "period": 100000, "quota": 50000, "cpus": ""},
+                "pids": {"limit": 100},
+                "devices": [
                 {"allow": False, "access": "rwm"},
-                {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "mr"},
-            ]},
+                    {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "mr"},
+                ],
+            },
             "linux.maskedPaths": ["/proc/kcore", "/mnt/b/f"],
             "linux.rootfsPropagation": "rprivate",
             "hostname": "native-host",
@@ -431,6 +438,8 @@ def _bad_configs(tmp: Path) -> dict[str, Callable[[dict[str, object]], object]]:
         "device-rule-key": set_("linux.resources", {"devices": [{"allow": True, "x": 1}]}),
         "resources-key": set_("linux.resources", {"bogus": None}),
         "memory-negative": set_("linux.resources", {"memory": {"limit": -5}}),
+        "cpu-shares": set_("linux.resources", {"cpu": {"shares": 1}}),
+        "pids-key": set_("linux.resources", {"pids": {"max": 1}}),
         "cgroups-dotdot": set_("linux.cgroupsPath", "/a/../b"),
         "cgroups-systemd": set_("linux.cgroupsPath", "system.slice:pyrt:x"),
         "terminal": set_("process.terminal", True),
@@ -482,12 +491,12 @@ def test_create_errors_are_pythons(
 def test_delegated_create_still_works(
     both: Both, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
 ) -> None:
-    """Valid specs the native path leaves to Python (here: a memory limit, a seccomp
-    profile) are created by Python through the C binary."""
+    """Valid specs the native path leaves to Python (here: a seccomp
+    profile, a memory swappiness) are created by Python through the C binary."""
     b = bundle_factory(
         ["/bin/true"],
         **{
-            "linux.resources": {"memory": {"limit": 64 << 20}},
+            "linux.resources": {"memory": {"limit": 64 << 20, "swappiness": 10}},
             "linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
                 {"names": ["mknod"], "action": "SCMP_ACT_ERRNO"}]},
         },
