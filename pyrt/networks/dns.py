@@ -516,6 +516,8 @@ class _Container:
     netns: tuple[int, int]  # (st_dev, st_ino) of the namespace: its identity
     udp: socket.socket
     tcp: socket.socket
+    upstreams: list[tuple[str, int]] | None  # its own (docker run --dns), else the server's
+    forward: bool  # False: names not ours get SERVFAIL (a container on --internal networks)
     conns: set[_TcpConn] = field(default_factory=set)
     pending: int = 0  # its queries waiting for an upstream
     closed: bool = False
@@ -540,6 +542,7 @@ class _Forward:
     container: _Container
     udp_peer: tuple[str, int] | None  # the UDP client's address; None: `conn` is the client
     conn: _TcpConn | None
+    upstreams: list[tuple[str, int]] = field(default_factory=list)  # to ask, in order
     attempt: int = -1  # index of the upstream being asked
     upstream_id: int = 0
     sock: socket.socket | None = None
@@ -612,11 +615,24 @@ class EmbeddedDNS:
 
     # -- public -----------------------------------------------------------------------------
 
-    def add_container(self, container_id: str, netns_path: str) -> None:
+    def add_container(
+        self,
+        container_id: str,
+        netns_path: str,
+        *,
+        upstreams: list[tuple[str, int]] | None = None,
+        forward: bool = True,
+    ) -> None:
         """Listen on 127.0.0.11:53 (UDP, TCP) in the network namespace at netns_path.
 
-        Idempotent: the same container in the same namespace is left as it is; in another
-        namespace (the container was restarted) its sockets move there.
+        upstreams: this container's own servers (Docker forwards to a container's `--dns`
+        servers from 127.0.0.11); None: the server's. forward=False: names that are not
+        ours get SERVFAIL without asking anyone (Docker's behaviour for a container whose
+        networks are all `--internal`).
+
+        Idempotent: the same container in the same namespace keeps its sockets (and takes
+        the new upstreams/forward); in another namespace (the container was restarted) its
+        sockets move there.
         """
         if not container_id:
             raise InvalidArgument("embedded DNS: empty container id")
@@ -628,7 +644,8 @@ class EmbeddedDNS:
         try:
             st = os.fstat(fd)
             identity = (st.st_dev, st.st_ino)
-            if self._call(lambda: self._has(container_id, identity)):
+            own = list(upstreams) if upstreams is not None else None
+            if self._call(lambda: self._update(container_id, identity, own, forward)):
                 return
             try:
                 udp, tcp = sockets_in_netns(fd)
@@ -638,7 +655,7 @@ class EmbeddedDNS:
         finally:
             os.close(fd)
         try:
-            self._call(lambda: self._add(container_id, identity, udp, tcp))
+            self._call(lambda: self._add(container_id, identity, udp, tcp, own, forward))
         except BaseException:
             udp.close()
             tcp.close()
@@ -774,17 +791,22 @@ class EmbeddedDNS:
 
     # -- containers (server thread) -----------------------------------------------------------
 
-    def _has(self, cid: str, identity: tuple[int, int]) -> bool:
+    def _update(self, cid: str, identity: tuple[int, int],
+                upstreams: list[tuple[str, int]] | None, forward: bool) -> bool:  # fmt: skip
+        """Take the new settings if the container is served in that namespace already."""
         c = self._containers.get(cid)
-        return c is not None and c.netns == identity
+        if c is None or c.netns != identity:
+            return False
+        c.upstreams, c.forward = upstreams, forward
+        return True
 
-    def _add(self, cid: str, identity: tuple[int, int], udp: socket.socket,
-             tcp: socket.socket) -> None:  # fmt: skip
+    def _add(self, cid: str, identity: tuple[int, int], udp: socket.socket, tcp: socket.socket,
+             upstreams: list[tuple[str, int]] | None, forward: bool) -> None:  # fmt: skip
         assert self._sel is not None
         old = self._containers.pop(cid, None)
         if old is not None:
             self._close_container(old)
-        c = _Container(cid, identity, udp, tcp)
+        c = _Container(cid, identity, udp, tcp, upstreams, forward)
         self._sel.register(udp, selectors.EVENT_READ, partial(self._on_udp, c))
         self._sel.register(tcp, selectors.EVENT_READ, partial(self._on_accept, c))
         self._containers[cid] = c
@@ -973,13 +995,18 @@ class EmbeddedDNS:
 
     def _forward(self, fwd: _Forward) -> None:
         c = fwd.container
-        if len(self._forwards) >= self._max_pending or c.pending >= self._max_pending_one:
+        if c.forward:
+            fwd.upstreams = self.upstreams if c.upstreams is None else c.upstreams
+        busy = len(self._forwards) >= self._max_pending or c.pending >= self._max_pending_one
+        if busy:
             log.warning("dns: container %s: too many queries pending upstream (%d, %d in all);"
                         " SERVFAIL", c.cid, c.pending, len(self._forwards))  # fmt: skip
-            fwd.done = True
+        if busy or not fwd.upstreams:
+            fwd.done = True  # never pending: SERVFAIL at once
             self._reply(fwd, build_reply(fwd.query, SERVFAIL))
             if fwd.conn is not None:
                 fwd.conn.pending -= 1
+                self._interest(fwd.conn)
             return
         self._forwards.add(fwd)
         c.pending += 1
@@ -989,9 +1016,9 @@ class EmbeddedDNS:
         """Ask the next upstream, or answer with what we have when none is left."""
         assert self._sel is not None
         self._close_upstream(fwd)
-        while fwd.attempt + 1 < len(self.upstreams):
+        while fwd.attempt + 1 < len(fwd.upstreams):
             fwd.attempt += 1
-            host, port = self.upstreams[fwd.attempt]
+            host, port = fwd.upstreams[fwd.attempt]
             fwd.upstream_id = secrets.randbits(16)
             msg = struct.pack("!H", fwd.upstream_id) + fwd.msg[2:]
             tcp = fwd.udp_peer is None
@@ -1024,7 +1051,7 @@ class EmbeddedDNS:
 
     def _expire(self, fwd: _Forward, attempt: int) -> None:
         if not fwd.done and fwd.attempt == attempt:
-            host, port = self.upstreams[attempt]
+            host, port = fwd.upstreams[attempt]
             log.debug("dns: upstream %s:%d: no answer in %.1fs", host, port, self._timeout)
             self._next_upstream(fwd)
 
@@ -1040,7 +1067,7 @@ class EmbeddedDNS:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:  # refused (ICMP port unreachable), reset...: next one
-            log.debug("dns: upstream %s: %s", self.upstreams[fwd.attempt], e)
+            log.debug("dns: upstream %s: %s", fwd.upstreams[fwd.attempt], e)
             self._next_upstream(fwd)
             return
         if not reply_matches(reply, fwd.upstream_id, fwd.query):
@@ -1048,7 +1075,7 @@ class EmbeddedDNS:
                 self._next_upstream(fwd)  # a TCP stream that answers something else
             return  # UDP: not the answer (a late or forged one); keep waiting
         rcode = struct.unpack_from("!H", reply, 2)[0] & RCODE_MASK
-        if rcode in (SERVFAIL, REFUSED, NOTIMP) and fwd.attempt + 1 < len(self.upstreams):
+        if rcode in (SERVFAIL, REFUSED, NOTIMP) and fwd.attempt + 1 < len(fwd.upstreams):
             fwd.last_reply = reply  # as a resolver does: ask the next one
             self._next_upstream(fwd)
             return

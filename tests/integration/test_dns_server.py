@@ -672,3 +672,31 @@ def test_limits(netns: Netns, upstream_factory: Upstreams) -> None:
             assert 0.2 < time.monotonic() - t0 < 2.5
         (r,) = tcp_ask(netns, make_query("web"))
         assert r.addresses == ["10.89.0.2"]
+
+
+def test_per_container_upstreams_and_no_forwarding(
+    netns_factory: Namespaces, upstream_factory: Upstreams
+) -> None:
+    ns1, ns2 = netns_factory(), netns_factory()
+    ns1.lo_up()
+    ns2.lo_up()
+    server_up = upstream_factory(address="192.0.2.1")
+    own_up = upstream_factory(address="192.0.2.2")
+    with server([server_up.endpoint]) as d:
+        d.add_container("c1", ns1.path)
+        d.add_container("c2", ns2.path, upstreams=[own_up.endpoint])  # docker run --dns
+        assert udp_ask(ns1, make_query("x.example")).addresses == ["192.0.2.1"]
+        assert udp_ask(ns2, make_query("x.example")).addresses == ["192.0.2.2"]
+        (r,) = tcp_ask(ns2, make_query("y.example"))
+        assert r.addresses == ["192.0.2.2"]
+        assert len(server_up.seen) == 1 and len(own_up.seen) == 2
+        # on --internal networks only: nothing goes out, our names still resolve
+        d.add_container("c1", ns1.path, forward=False)
+        r = udp_ask(ns1, make_query("x.example", qid=31))
+        assert (r.id, r.rcode) == (31, 2)
+        (r,) = tcp_ask(ns1, make_query("x.example", qid=32))
+        assert (r.id, r.rcode) == (32, 2)
+        assert udp_ask(ns1, make_query("web")).addresses == ["10.89.0.2"]
+        assert len(server_up.seen) == 1
+        d.add_container("c1", ns1.path)  # connected to a network with a way out again
+        assert udp_ask(ns1, make_query("x.example")).addresses == ["192.0.2.1"]
