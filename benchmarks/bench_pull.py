@@ -30,7 +30,6 @@ registry, dockerd and its containerd are stopped, mounts under the work dir unmo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import hashlib
 import io
@@ -38,9 +37,7 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -50,6 +47,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.append(str(REPO))  # appended: the installed pyrt wins over the source tree
+
+from peers import DOCKER_CLI, DOCKERD, PODMAN, PrivateDockerd, processes_named  # noqa: E402
+from peers import run as _run  # noqa: E402
+from peers import unmount_all as _unmount_all  # noqa: E402
 
 from tests.registry_fixtures import (  # noqa: E402
     REGISTRY_BIN,
@@ -125,75 +126,6 @@ def build_image(quick: bool) -> tuple[Path, TestImage]:
 
 
 REF_PATH = "bench/img:1"
-DOCKER_CLI = Path("/usr/bin/docker")  # Debian's, the same version as its dockerd
-DOCKERD = Path("/usr/sbin/dockerd")
-PODMAN = Path("/usr/bin/podman")
-
-
-def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None,
-         timeout: float = 900) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed ({proc.returncode}): "
-                           f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
-    return proc.stdout
-
-
-def _mounts_under(path: Path) -> list[str]:
-    """Mount points at or below `path` (from /proc/self/mountinfo), deepest first."""
-    prefix = str(path.resolve())
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].replace("\\040", " ")
-            if mp == prefix or mp.startswith(prefix + "/"):
-                out.append(mp)
-    return sorted(set(out), key=len, reverse=True)
-
-
-def _unmount_all(path: Path) -> None:
-    for _ in range(5):  # a mount point may be mounted over more than once
-        mps = _mounts_under(path)
-        if not mps:
-            return
-        for mp in mps:
-            subprocess.run(["umount", mp], capture_output=True, stdin=subprocess.DEVNULL)
-    for mp in _mounts_under(path):
-        subprocess.run(["umount", "-l", mp], capture_output=True, stdin=subprocess.DEVNULL)
-    left = _mounts_under(path)
-    if left:
-        raise RuntimeError(f"bench_pull: could not unmount {left}")
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line mentions `text` (our unique work dir)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd:
-            pids.append(int(entry))
-    return pids
-
-
-def _other_dockerds() -> list[int]:
-    """dockerd processes running before ours (a system one): they are left alone."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as f:
-                    if f.read().strip() == "dockerd":
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
 
 
 def _check(cond: bool, what: str) -> None:
@@ -261,96 +193,16 @@ def time_skopeo(host: str, dest: Path, img: TestImage) -> float:
 # -- docker -----------------------------------------------------------------------------------
 
 
-class PrivateDockerd:
-    """dockerd (and the containerd it starts) with every path under `work`, on its own
-    socket; stop() ends both (by pid), unmounts what they mounted and removes the files
-    they made outside `work` that were not there before."""
-
-    STRAY = (Path("/etc/docker/key.json"), Path("/run/docker"))
-
-    def __init__(self, work: Path, registry: str) -> None:
-        self.work = work
-        work.mkdir(parents=True)
-        self.sock = work / "docker.sock"
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}",
-                    "DOCKER_CONFIG": str(work / "client")}
-        self.env.pop("DOCKER_TLS_VERIFY", None)
-        self._preexisting = {p for p in self.STRAY if p.exists()}
-        config = work / "daemon.json"
-        config.write_text("{}\n")
-        self.log = work / "dockerd.log"
-        self._logf = open(self.log, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(DOCKERD), "--config-file", str(config), "--data-root", str(work / "data"),
-             "--exec-root", str(work / "exec"), "--pidfile", str(work / "dockerd.pid"),
-             "-H", f"unix://{self.sock}", "--insecure-registry", registry,
-             "--iptables=false", "--ip-masq=false", "--bridge=none"],
-            stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            self._wait_ready()
-            info = json.loads(self.docker("info", "--format", "{{json .}}"))
-            self.driver = str(info.get("Driver"))
-            self.version = str(info.get("ServerVersion"))
-        except BaseException:
-            self.stop()
-            raise
-
-    def docker(self, *args: str) -> str:
-        return _run([str(DOCKER_CLI), *args], f"docker {' '.join(args)}", env=self.env)
-
-    def _wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited ({self.proc.returncode}): "
-                                   + self.log.read_text(errors="replace")[-2000:])
-            if self.sock.exists():
-                ok = subprocess.run([str(DOCKER_CLI), "version"], env=self.env,
-                                    capture_output=True, stdin=subprocess.DEVNULL)
-                if ok.returncode == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"dockerd not ready after {timeout}s: "
-                           + self.log.read_text(errors="replace")[-2000:])
-
-    def time_pull(self, ref: str, img: TestImage) -> float:
-        t0 = time.perf_counter()
-        out = self.docker("pull", ref)
-        elapsed = time.perf_counter() - t0
-        _check(out.count("Pull complete") == 3 and "Already exists" not in out,
-               f"docker pull did not download all 3 layers:\n{out}")
-        got = self.docker("image", "inspect", "--format", "{{.Id}}", ref).strip()
-        _check(got == img.config_digest, f"docker pulled {got}, expected {img.config_digest}")
-        self.docker("rmi", ref)
-        return elapsed
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        # its containerd (and any shim) should be gone with it; end what is left, by pid
-        for attempt in range(50):
-            left = _pids_mentioning(f"{self.work}/")
-            if not left:
-                break
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL if attempt > 20 else signal.SIGTERM)
-            time.sleep(0.1)
-        self._logf.close()
-        _unmount_all(self.work)
-        for p in self.STRAY:
-            if p not in self._preexisting and p.exists():
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink()
+def time_docker_pull(dockerd: PrivateDockerd, ref: str, img: TestImage) -> float:
+    t0 = time.perf_counter()
+    out = dockerd.docker("pull", ref)
+    elapsed = time.perf_counter() - t0
+    _check(out.count("Pull complete") == 3 and "Already exists" not in out,
+           f"docker pull did not download all 3 layers:\n{out}")
+    got = dockerd.docker("image", "inspect", "--format", "{{.Id}}", ref).strip()
+    _check(got == img.config_digest, f"docker pulled {got}, expected {img.config_digest}")
+    dockerd.docker("rmi", ref)
+    return elapsed
 
 
 # -- podman -----------------------------------------------------------------------------------
@@ -445,11 +297,11 @@ def main() -> int:
                f"docker://{reg.host}/{REF_PATH}", timeout=900)
         ref = f"{reg.host}/{REF_PATH}"
         if "docker" in tools:
-            for pid in _other_dockerds():
+            for pid in processes_named("dockerd"):
                 print(f"bench_pull: note: a dockerd this benchmark did not start runs (pid "
                       f"{pid}); it is left alone (ours has its own socket, roots and "
                       "containerd)", flush=True)
-            dockerd = PrivateDockerd(work / "docker", reg.host)
+            dockerd = PrivateDockerd(work / "docker", registry=reg.host)
             versions["docker"] = f"dockerd {dockerd.version}, {dockerd.driver}"
         if "podman" in tools:
             versions["podman"] = _run([str(PODMAN), "--version"], "podman --version").strip()
@@ -460,7 +312,7 @@ def main() -> int:
         def time_docker(dest: Path) -> float:
             if dockerd is None:
                 raise RuntimeError("bench_pull: dockerd was not started")
-            return dockerd.time_pull(ref, img)
+            return time_docker_pull(dockerd, ref, img)
 
         runners: dict[str, Callable[[Path], float]] = {
             "pyrt-download": lambda d: time_pyrt_download(host, d, args.parallel, img),
