@@ -14,40 +14,187 @@ inside a progress stream raises the same way. Imports only the standard library.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any
 
 from pyrt.api import API_VERSION
 from pyrt.api.errors import error_for_status
 from pyrt.errors import InvalidArgument, Unavailable
 
+# typing costs ~5 ms of imports on every CLI command: annotations only need it for mypy
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
+
 DEFAULT_HOST = "unix:///run/pyrt/pyrt.sock"
 
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None:
-            s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except OSError as e:
-            s.close()
-            raise Unavailable(f"cannot connect to the pyrt daemon at unix://{self._path}: "
-                              f"{e.strerror}") from None
-        self.sock = s
+# HTTP/1.1 is spoken here directly on the socket: http.client (with the email and ssl
+# packages it imports) costs ~30 ms on every CLI command, more than the request itself.
+_RECV = 1 << 16
+_MAX_HEAD = 1 << 20
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
 
-def _raise_for(resp: http.client.HTTPResponse, data: bytes | None = None) -> None:
+def _quote(text: str, safe: str = "") -> str:
+    """Percent-encode `text` as urllib.parse.quote(text, safe) does (UTF-8)."""
+    keep = _SAFE | frozenset(safe.encode())
+    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in text.encode())
+
+
+def _urlencode(query: Mapping[str, Any]) -> str:
+    """urllib.parse.urlencode(query, doseq=True): a list or tuple value repeats its key."""
+    parts = []
+    for k, v in query.items():
+        for item in v if isinstance(v, list | tuple) else [v]:
+            parts.append(f"{_quote(str(k), ' ')}={_quote(str(item), ' ')}".replace(" ", "+"))
+    return "&".join(parts)
+
+
+def _read_head(sock: socket.socket, what: str) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    """Read a response's status line and headers: (status, reason, headers, bytes read past
+    them). Unavailable when the connection ends first or the head is not HTTP/1.x."""
+    buf = b""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            break
+        if len(buf) > _MAX_HEAD:
+            raise Unavailable(f"{what}: response headers larger than {_MAX_HEAD} bytes")
+        chunk = sock.recv(_RECV)
+        if not chunk:
+            raise Unavailable(f"{what}: connection closed before the response")
+        buf += chunk
+    lines = buf[:end].decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/1.") or not code.isdigit():
+        raise Unavailable(f"{what}: not an HTTP/1.1 response: {lines[0][:100]!r}")
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers.append((name.strip(), value.strip()))
+    return int(code), reason.strip(), headers, buf[end + 4:]
+
+
+class _Response:
+    """One response, read from its own connection: status, headers and the body, framed
+    by Content-Length, chunked transfer encoding, or the end of the connection. The
+    connection is the response's: close() closes it."""
+
+    def __init__(self, sock: socket.socket, method: str, what: str) -> None:
+        self.sock = sock
+        self.what = what
+        self.status, self.reason, self.headers, self._raw = _read_head(sock, what)
+        self._fields: dict[str, str] = {}
+        for name, value in self.headers:
+            key = name.lower()
+            self._fields[key] = f"{self._fields[key]}, {value}" if key in self._fields \
+                else value
+        self._pending = b""  # body bytes read from the wire, not yet returned
+        self._chunked = "chunked" in self._fields.get("transfer-encoding", "").lower()
+        self._left: int | None = None  # bytes left: the whole body, or the current chunk
+        self._done = method == "HEAD" or self.status in (204, 304) or self.status < 200
+        if not self._chunked and not self._done and "content-length" in self._fields:
+            try:
+                self._left = int(self._fields["content-length"])
+            except ValueError:
+                raise Unavailable(f"{what}: bad Content-Length "
+                                  f"{self._fields['content-length']!r}") from None
+            self._done = self._left == 0
+        self._chunk_started = False
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self._fields.get(name.lower(), default)
+
+    def getheaders(self) -> list[tuple[str, str]]:
+        return list(self.headers)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def take_buffered(self) -> bytes:
+        """What was read past the headers and not returned yet (an upgraded connection's
+        first bytes: the socket is then the caller's)."""
+        data, self._pending, self._raw = self._pending + self._raw, b"", b""
+        return data
+
+    # the wire ----------------------------------------------------------------------------
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(_RECV)
+        self._raw += chunk
+        return bool(chunk)
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self._raw:
+            if not self._fill():
+                raise Unavailable(f"{self.what}: connection closed inside a chunked body")
+        line, _, self._raw = self._raw.partition(b"\r\n")
+        return line
+
+    def _next(self, n: int) -> bytes:
+        """Up to `n` bytes of body from the wire (b"" at its end)."""
+        if self._done:
+            return b""
+        if self._chunked and not self._left:
+            if self._chunk_started:
+                self._line()  # the CRLF that ends the previous chunk's data
+            self._chunk_started = True
+            size_text = self._line().split(b";", 1)[0].strip()
+            try:
+                self._left = int(size_text, 16)
+            except ValueError:
+                raise Unavailable(f"{self.what}: bad chunk size {size_text[:20]!r}") from None
+            if self._left == 0:
+                while self._line():  # trailer fields, up to the empty line
+                    pass
+                self._done = True
+                return b""
+        if not self._raw and not self._fill():
+            if self._left is not None:
+                raise Unavailable(f"{self.what}: connection closed {self._left} bytes before "
+                                  "the end of the body")
+            self._done = True
+            return b""
+        take = min(n, len(self._raw)) if self._left is None else min(n, len(self._raw),
+                                                                      self._left)
+        data, self._raw = self._raw[:take], self._raw[take:]
+        if self._left is not None:
+            self._left -= take
+            if self._left == 0 and not self._chunked:
+                self._done = True
+        return data
+
+    # reading the body --------------------------------------------------------------------
+    def read(self, n: int = -1) -> bytes:
+        """`n` < 0: the rest of the body; else up to `n` bytes (b"" only at its end)."""
+        if n < 0:
+            parts = [self._pending]
+            self._pending = b""
+            while True:
+                data = self._next(_RECV)
+                if not data:
+                    return b"".join(parts)
+                parts.append(data)
+        if not self._pending:
+            return self._next(n)
+        data, self._pending = self._pending[:n], self._pending[n:]
+        return data
+
+    def readline(self) -> bytes:
+        while b"\n" not in self._pending:
+            data = self._next(_RECV)
+            if not data:
+                line, self._pending = self._pending, b""
+                return line
+            self._pending += data
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line + b"\n"
+
+
+def _raise_for(resp: _Response, data: bytes | None = None) -> None:
     if resp.status < 400:
         return
     body = resp.read() if data is None else data
@@ -70,65 +217,76 @@ class Client:
         self.prefix = f"/v{version}"
 
     # plumbing ----------------------------------------------------------------------------
-    def _request(self, method: str, path: str, query: Mapping[str, Any] | None = None,
-                 body: bytes | IO[bytes] | None = None, headers: Mapping[str, str] | None = None,
-                 timeout: float | None | bool = True) -> tuple[_UnixConnection,
-                                                             http.client.HTTPResponse]:
+    def _connect(self, timeout: float | None) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(self.path)
+        except OSError as e:
+            s.close()
+            raise Unavailable(f"cannot connect to the pyrt daemon at unix://{self.path}: "
+                              f"{e.strerror}") from None
+        return s
+
+    def _url(self, path: str, query: Mapping[str, Any] | None) -> str:
         q = {k: v for k, v in (query or {}).items() if v is not None}
         for k, v in list(q.items()):
             if isinstance(v, bool):
                 q[k] = "1" if v else "0"
             elif isinstance(v, dict):
                 q[k] = json.dumps(v)
-        url = self.prefix + urllib.parse.quote(path, safe="/:@")
-        if q:
-            url += "?" + urllib.parse.urlencode(q, doseq=True)
-        conn = _UnixConnection(self.path, self.timeout if timeout is True else
-                               (None if timeout is False else timeout))
-        hdrs = dict(headers or {})
+        url = self.prefix + _quote(path, safe="/:@")
+        return f"{url}?{_urlencode(q)}" if q else url
+
+    def _request(self, method: str, path: str, query: Mapping[str, Any] | None = None,
+                 body: bytes | IO[bytes] | None = None, headers: Mapping[str, str] | None = None,
+                 timeout: float | None | bool = True) -> _Response:
+        url = self._url(path, query)
+        sock = self._connect(self.timeout if timeout is True else
+                             (None if timeout is False else timeout))
+        head = [f"{method} {url} HTTP/1.1", "Host: localhost", "Connection: close"]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        data = body if isinstance(body, bytes) else None
+        if body is not None and data is None:
+            head.append("Transfer-Encoding: chunked")
+        elif data is not None or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(data or b'')}")
+        what = f"pyrt daemon at unix://{self.path}"
         try:
+            first = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+            sock.sendall(first + (data or b""))
             if body is not None and not isinstance(body, bytes):
-                conn.putrequest(method, url)
-                for k, v in hdrs.items():
-                    conn.putheader(k, v)
-                conn.putheader("Transfer-Encoding", "chunked")
-                conn.endheaders()
                 while True:
                     chunk = body.read(1 << 16)
                     if not chunk:
                         break
-                    conn.send(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-                conn.send(b"0\r\n\r\n")
-            else:
-                conn.request(method, url, body=body, headers=hdrs)
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as e:
-            conn.close()
-            if isinstance(e, Unavailable):
-                raise
-            raise Unavailable(f"pyrt daemon at unix://{self.path}: {e}") from None
-        except Exception:
-            conn.close()
+                    sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                sock.sendall(b"0\r\n\r\n")
+            return _Response(sock, method, what)
+        except OSError as e:
+            sock.close()
+            raise Unavailable(f"{what}: {e}") from None
+        except BaseException:
+            sock.close()
             raise
-        return conn, resp
 
     def _json(self, method: str, path: str, query: Mapping[str, Any] | None = None,
               body: Any = None, timeout: float | None | bool = True) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn, resp = self._request(method, path, query, data, headers,
+        resp = self._request(method, path, query, data, headers,
                                    timeout=False if timeout is None else timeout)
         try:
             raw = resp.read()
             _raise_for(resp, raw)
             return json.loads(raw) if raw.strip() else None
         finally:
-            conn.close()
+            resp.close()
 
     def _stream(self, method: str, path: str, query: Mapping[str, Any] | None = None,
                 body: bytes | IO[bytes] | None = None, headers: Mapping[str, str] | None = None
                 ) -> Iterator[dict[str, Any]]:
-        conn, resp = self._request(method, path, query, body, headers, timeout=False)
+        resp = self._request(method, path, query, body, headers, timeout=False)
         try:
             _raise_for(resp)
             while True:
@@ -142,17 +300,17 @@ class Client:
                     raise error_for_status(500, str(msg["error"]))
                 yield msg
         finally:
-            conn.close()
+            resp.close()
 
     # system ------------------------------------------------------------------------------
     def ping(self) -> bool:
-        conn, resp = self._request("GET", "/_ping")
+        resp = self._request("GET", "/_ping")
         try:
             data = resp.read()
             _raise_for(resp, data)
             return data == b"OK"
         finally:
-            conn.close()
+            resp.close()
 
     def version(self) -> dict[str, Any]:
         return dict(self._json("GET", "/version"))
@@ -214,7 +372,7 @@ class Client:
 
     def save(self, names: list[str], out: IO[bytes]) -> int:
         """Write the tar of `names` to `out`; returns the bytes written."""
-        conn, resp = self._request("GET", "/images/get", {"names": names}, timeout=False)
+        resp = self._request("GET", "/images/get", {"names": names}, timeout=False)
         try:
             _raise_for(resp)
             n = 0
@@ -225,7 +383,7 @@ class Client:
                 out.write(chunk)
                 n += len(chunk)
         finally:
-            conn.close()
+            resp.close()
 
     def load(self, src: IO[bytes], quiet: bool = False) -> list[str]:
         """Load a docker-archive or OCI layout tar; returns docker's "Loaded image..." lines."""
@@ -289,19 +447,19 @@ class Client:
                    ) -> Callable[[], dict[str, Any]]:
         """Send the wait now (the daemon is waiting once this returns); the returned
         function blocks for the result. `docker run` waits like this before the start."""
-        conn, resp = self._request("POST", f"/containers/{cid}/wait",
+        resp = self._request("POST", f"/containers/{cid}/wait",
                                    {"condition": condition}, timeout=False)
         try:
             _raise_for(resp)
         except BaseException:
-            conn.close()
+            resp.close()
             raise
 
         def result() -> dict[str, Any]:
             try:
                 return dict(json.loads(resp.read()))
             finally:
-                conn.close()
+                resp.close()
 
         return result
 
@@ -312,7 +470,7 @@ class Client:
              timestamps: bool = False, since: str | None = None, until: str | None = None,
              stdout: bool = True, stderr: bool = True) -> Iterator[tuple[int, bytes]]:
         """(stream, data) pairs: 1 stdout, 2 stderr (a TTY container's output is all 1)."""
-        conn, resp = self._request("GET", f"/containers/{cid}/logs", {
+        resp = self._request("GET", f"/containers/{cid}/logs", {
             "follow": follow, "tail": None if tail is None else str(tail),
             "timestamps": timestamps, "since": since, "until": until,
             "stdout": stdout, "stderr": stderr}, timeout=False)
@@ -321,62 +479,31 @@ class Client:
             mux = "multiplexed" in (resp.getheader("Content-Type") or "")
             yield from demux(resp.read, mux)
         finally:
-            conn.close()
+            resp.close()
 
     def hijack(self, method: str, path: str, query: Mapping[str, Any] | None = None,
                body: Any = None) -> tuple[socket.socket, bytes, bool]:
         """An upgraded (hijacked) connection for attach and exec start: returns the socket,
         the bytes already read past the headers, and whether the stream is multiplexed."""
-        q = {k: ("1" if v is True else "0" if v is False else v)
-             for k, v in (query or {}).items() if v is not None}
-        url = self.prefix + urllib.parse.quote(path, safe="/:@")
-        if q:
-            url += "?" + urllib.parse.urlencode(q)
         data = json.dumps(body).encode() if body is not None else b""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(self.path)
-        except OSError as e:
-            s.close()
-            raise Unavailable(f"cannot connect to the pyrt daemon at unix://{self.path}: "
-                              f"{e.strerror}") from None
-        head = (f"{method} {url} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
-                f"Upgrade: tcp\r\nContent-Type: application/json\r\n"
+        s = self._connect(None)
+        head = (f"{method} {self._url(path, query)} HTTP/1.1\r\nHost: localhost\r\n"
+                f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n").encode()
-        buf = b""
+        what = f"pyrt daemon at unix://{self.path}"
         try:
             s.sendall(head + data)
-            while b"\r\n\r\n" not in buf:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise Unavailable(f"pyrt daemon at unix://{self.path}: connection closed "
-                                      f"before the response to {method} {path}")
-                buf += chunk
+            resp = _Response(s, method, f"{what}, {method} {path}")
+            if resp.status >= 400:
+                s.settimeout(10)
+                _raise_for(resp)
         except OSError as e:
             s.close()
-            raise Unavailable(f"pyrt daemon at unix://{self.path}: {e}") from None
-        header, rest = buf.split(b"\r\n\r\n", 1)
-        lines = header.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        fields = {k.strip().lower(): v.strip() for k, _, v in
-                  (ln.partition(":") for ln in lines[1:])}
-        if status >= 400:
-            n = int(fields.get("content-length", "0") or 0)
-            s.settimeout(10)
-            try:
-                while len(rest) < n:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    rest += chunk
-            finally:
-                s.close()
-            try:
-                msg = json.loads(rest).get("message") or rest.decode(errors="replace")
-            except (ValueError, AttributeError):
-                msg = rest.decode(errors="replace").strip() or lines[0]
-            raise error_for_status(status, str(msg))
-        return s, rest, "multiplexed" in fields.get("content-type", "")
+            raise Unavailable(f"{what}: {e}") from None
+        except BaseException:
+            s.close()
+            raise
+        return s, resp.take_buffered(), "multiplexed" in (resp.getheader("Content-Type") or "")
 
     def attach(self, cid: str, *, stdin: bool = False, stdout: bool = True,
                stderr: bool = True, logs: bool = False, stream: bool = True
@@ -421,7 +548,7 @@ class Client:
 
     def _download(self, path: str, query: Mapping[str, Any] | None, out: IO[bytes]
                   ) -> dict[str, str]:
-        conn, resp = self._request("GET", path, query, timeout=False)
+        resp = self._request("GET", path, query, timeout=False)
         try:
             _raise_for(resp)
             while True:
@@ -430,7 +557,7 @@ class Client:
                     return {k.lower(): v for k, v in resp.getheaders()}
                 out.write(chunk)
         finally:
-            conn.close()
+            resp.close()
 
     def export(self, cid: str, out: IO[bytes]) -> None:
         self._download(f"/containers/{cid}/export", None, out)
@@ -446,19 +573,19 @@ class Client:
     def stat_path(self, cid: str, path: str) -> dict[str, Any]:
         import base64
 
-        conn, resp = self._request("HEAD", f"/containers/{cid}/archive", {"path": path})
+        resp = self._request("HEAD", f"/containers/{cid}/archive", {"path": path})
         try:
             resp.read()
             _raise_for(resp, b"")
             raw = resp.getheader("X-Docker-Container-Path-Stat") or ""
             return dict(json.loads(base64.b64decode(raw))) if raw else {}
         finally:
-            conn.close()
+            resp.close()
 
     def put_archive(self, cid: str, path: str, src: IO[bytes],
                     no_overwrite_dir_non_dir: bool = False, copy_uid_gid: bool = False
                     ) -> None:
-        conn, resp = self._request("PUT", f"/containers/{cid}/archive", {
+        resp = self._request("PUT", f"/containers/{cid}/archive", {
             "path": path, "noOverwriteDirNonDir": no_overwrite_dir_non_dir,
             "copyUIDGID": copy_uid_gid}, body=src,
             headers={"Content-Type": "application/x-tar"}, timeout=False)
@@ -466,7 +593,7 @@ class Client:
             _raise_for(resp)
             resp.read()
         finally:
-            conn.close()
+            resp.close()
 
 
 def demux(read: Any, multiplexed: bool) -> Iterator[tuple[int, bytes]]:
