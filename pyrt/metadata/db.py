@@ -11,10 +11,13 @@
   concurrent writers' syncs overlap and the file system commits them together. A
   checkpoint syncs the WAL before copying it and the database file before the WAL is
   reused, so a commit is on disk in one or the other.
-- Threads: one connection per thread, made on first use (`threading.local`). WAL lets
-  readers run alongside the one writer; `transaction()` starts with BEGIN IMMEDIATE so a
-  writer takes the write lock up front and can't deadlock upgrading from a read. Don't pass
-  a connection or a cursor from one thread to another.
+- Threads: one connection per thread, made on first use (`threading.local`); a thread that
+  has ended leaves its connection to the next new thread (the daemon serves every request
+  on a thread of its own: without reuse it would open, and keep, a connection per
+  request). WAL lets readers run alongside the one writer; `transaction()` starts with
+  BEGIN IMMEDIATE so a writer takes the write lock up front and can't deadlock upgrading
+  from a read. Don't pass a connection or a cursor from one thread to another (a
+  connection passes to another thread only once the thread that used it has ended).
 - Writers in one process queue on a lock of this object (`_write_lock`) rather than on
   SQLite's file lock: SQLite's busy handler retries by sleeping (1, 2, 5, ... 100 ms), so
   threads contending on the file lock would sleep far longer than the writes take; the
@@ -47,6 +50,7 @@ class Database:
         self._lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._conns: list[sqlite3.Connection] = []
+        self._owners: list[threading.Thread] = []  # the thread using _conns[i]
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.applied_migrations = migrate(self.connection(), migrations)
@@ -74,11 +78,21 @@ class Database:
             raise SystemError_(f"metadata database {self.path} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            me = threading.current_thread()
+            with self._lock:
+                free = next((i for i, t in enumerate(self._owners) if not t.is_alive()), None)
+                if free is not None:
+                    self._owners[free] = me
+                    conn = self._conns[free]
+            if conn is None:
+                conn = self._connect()
+                with self._lock:
+                    self._conns.append(conn)
+                    self._owners.append(me)
+            elif conn.in_transaction:  # never left so by transaction(); be safe anyway
+                conn.rollback()
             self._local.conn = conn
             self._local.depth = 0
-            with self._lock:
-                self._conns.append(conn)
         return conn
 
     def close(self) -> None:
@@ -88,6 +102,7 @@ class Database:
             for conn in self._conns:
                 conn.close()
             self._conns.clear()
+            self._owners.clear()
         self._local = threading.local()
 
     def __enter__(self) -> Database:

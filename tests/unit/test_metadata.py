@@ -70,10 +70,12 @@ def test_threads_get_their_own_connection(db: Database) -> None:
     db.execute("CREATE TABLE c (thread TEXT, n INTEGER)")
     seen: list[int] = []
     errors: list[BaseException] = []
+    alive = threading.Barrier(4)  # all alive at once: an ended thread's connection is reused
 
     def work(name: str) -> None:
         try:
             seen.append(id(db.connection()))
+            alive.wait(30)
             for n in range(50):
                 with db.transaction() as conn:
                     conn.execute("INSERT INTO c VALUES (?, ?)", (name, n))
@@ -88,6 +90,42 @@ def test_threads_get_their_own_connection(db: Database) -> None:
     assert errors == []
     assert len(set(seen)) == 4 and id(db.connection()) not in seen
     assert db.query_one("SELECT COUNT(*) AS n FROM c")["n"] == 200  # type: ignore[index]
+
+
+def test_ended_threads_leave_their_connection_to_new_ones(db: Database) -> None:
+    """A thread per request (the daemon's server) must not open, and keep, a connection
+    per request: a new thread takes over the connection of one that has ended."""
+    import os
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    seen: list[int] = []
+
+    def one() -> None:
+        with db.transaction() as conn:
+            seen.append(id(conn))
+            conn.execute("SELECT 1")
+
+    for _ in range(50):
+        t = threading.Thread(target=one)
+        t.start()
+        t.join()
+    assert len(db._conns) == 2  # the main thread's and one shared by the 50 in turn
+    assert len(set(seen)) == 1
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 2
+    # threads alive at the same time still get a connection each
+    gate = threading.Barrier(3)
+    conns: list[int] = []
+
+    def together() -> None:
+        conns.append(id(db.connection()))
+        gate.wait()
+
+    threads = [threading.Thread(target=together) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(conns)) == 3
 
 
 def test_closed(tmp_path: Path) -> None:
