@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from pyrt.cli import STATE, CLIError, report
 
-F = TypeVar("F", bound=Callable[..., Any])
+# typing costs ~5 ms of imports on every CLI command: annotations only need it for mypy
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 HELP = "pyrt: a container engine in the shape of Docker (client of pyrtd)"
 
@@ -78,32 +82,71 @@ RUN_OPTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 
 def parse_run(args: list[str]) -> dict[str, Any] | None:
     """`pyrt run` parsed without typer (typer 0.29 imports pydantic to parse: ~150 ms on
-    every run). None for --help (typer shows it). Bad flags: CLIError, status 125."""
-    import argparse
+    every run) nor argparse (gettext, locale, shutil: ~10 ms). Options come before the
+    image; `-it` combines flags, `-eA=1` / `--name=x` attach a value; everything after the
+    image is the command. None for --help (typer shows it). Bad flags: CLIError, 125."""
 
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> Any:
-            raise CLIError(f"run: {message}\nSee 'pyrt run --help'.", 125)
+    def error(message: str) -> CLIError:
+        return CLIError(f"run: {message}\nSee 'pyrt run --help'.", 125)
 
-    p = Parser(prog="pyrt run", add_help=False, allow_abbrev=False)
-    p.add_argument("--help", action="store_true")
-    for dest, flags, kind in RUN_OPTIONS:
+    by_flag = {flag: (dest, kind) for dest, flags, kind in RUN_OPTIONS for flag in flags}
+    out: dict[str, Any] = {dest: (False if kind == "flag" else None)
+                           for dest, _, kind in RUN_OPTIONS}
+
+    def take(flag: str, value: str | None, rest: list[str]) -> None:
+        dest, kind = by_flag[flag]
         if kind == "flag":
-            p.add_argument(*flags, dest=dest, action="store_true")
-        elif kind == "list":
-            p.add_argument(*flags, dest=dest, action="append")
+            if value is not None:
+                raise error(f"argument {'/'.join(_flags_of(dest))}: ignored explicit "
+                            f"argument {value!r}")
+            out[dest] = True
+            return
+        if value is None:
+            if not rest:
+                raise error(f"argument {'/'.join(_flags_of(dest))}: expected one argument")
+            value = rest.pop(0)
+        if kind == "list":
+            out[dest] = [*(out[dest] or []), value]
         else:
-            p.add_argument(*flags, dest=dest)
-    p.add_argument("image")
-    p.add_argument("command", nargs=argparse.REMAINDER)
-    if not args or args[0] == "--help":
+            out[dest] = value
+
+    rest = list(args)
+    if not rest or rest[0] == "--help":
         return None
-    ns = p.parse_args(args)
-    if ns.help:
-        return None
-    out = vars(ns)
-    del out["help"]
-    return out
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--help":
+            return None
+        if arg == "--":
+            if not rest:
+                break
+            arg = rest.pop(0)
+        elif arg.startswith("--"):
+            flag, eq, value = arg.partition("=")
+            if flag not in by_flag:
+                raise error(f"unrecognized arguments: {arg}")
+            take(flag, value if eq else None, rest)
+            continue
+        elif arg.startswith("-") and len(arg) > 1:
+            i = 1
+            while i < len(arg):  # -it, -dit, -eA=1, -de A=1
+                flag = f"-{arg[i]}"
+                if flag not in by_flag:
+                    raise error(f"unrecognized arguments: {arg}")
+                if by_flag[flag][1] == "flag":
+                    take(flag, None, rest)
+                    i += 1
+                    continue
+                take(flag, arg[i + 1:] or None, rest)
+                break
+            continue
+        out["image"], out["command"] = arg, rest
+        return out
+    raise error("the following arguments are required: image")
+
+
+def _flags_of(dest: str) -> tuple[str, ...]:
+    return next(flags for d, flags, _ in RUN_OPTIONS if d == dest)
 
 
 def invoke_run(*, image: str, command: list[str] | None, label: list[str] | None,

@@ -12,16 +12,19 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from pyrt.cli import CLIError, client, fail, report, write_archive
 from pyrt.cli.output import human_size, iso_time, print_object, print_rows, short_id, since
 from pyrt.cli.system import parse_filters
 from pyrt.errors import NotFound, PyrtError
+
+# typing costs ~5 ms of imports on every CLI command: annotations only need it for mypy
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
 
@@ -318,6 +321,8 @@ def _session(sock: socket.socket, rest: bytes, mux: bool, *, interactive: bool, 
                 with contextlib.suppress(PyrtError):
                     resize(*size)
 
+        import signal
+
         old_handler = signal.signal(signal.SIGWINCH, on_winch)
         on_winch(0, None)
     try:
@@ -329,6 +334,8 @@ def _session(sock: socket.socket, rest: bytes, mux: bool, *, interactive: bool, 
                          detach_keys=detach_keys, wake_fd=wake_fd)
     finally:
         if local_tty:
+            import signal
+
             signal.signal(signal.SIGWINCH, old_handler)
         sock.close()
 

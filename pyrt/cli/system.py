@@ -4,21 +4,30 @@
 
 from __future__ import annotations
 
-import platform
+import os
 import sys
 import time
-from typing import Any
 
 from pyrt import __version__
 from pyrt.api import API_VERSION
 from pyrt.cli import client, fail
 from pyrt.cli.output import human_size, print_object, print_rows
 
+# typing costs ~5 ms of imports on every CLI command: annotations only need it for mypy
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _python_version() -> str:
+    """platform.python_version() without importing platform (~3 ms)."""
+    return ".".join(map(str, sys.version_info[:3]))
+
 
 def _client_version() -> dict[str, Any]:
     return {"Version": __version__, "ApiVersion": API_VERSION,
-            "GoVersion": f"python{platform.python_version()}",
-            "Os": sys.platform, "Arch": platform.machine()}
+            "GoVersion": f"python{_python_version()}",
+            "Os": sys.platform, "Arch": os.uname().machine}
 
 
 def version_command(fmt: str | None = None) -> int:
@@ -35,7 +44,7 @@ def version_command(fmt: str | None = None) -> int:
         c = out["Client"]
         lines = ["Client:", f" Version:           {c['Version']}",
                  f" API version:       {c['ApiVersion']}", f" Python version:    "
-                 f"{platform.python_version()}", f" OS/Arch:           {c['Os']}/{c['Arch']}"]
+                 f"{_python_version()}", f" OS/Arch:           {c['Os']}/{c['Arch']}"]
         s = out["Server"]
         if s:
             lines += ["", "Server: pyrt engine", " Engine:",

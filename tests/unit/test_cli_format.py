@@ -376,6 +376,17 @@ def test_run_fast_parser() -> None:
         parse_run(["--rm"])
     with pytest.raises(CLIError, match="--name: expected one argument"):
         parse_run(["--name"])
+    # combined short flags, a value attached to or after a short option, `--`
+    got = parse_run(["-dit", "-w/tmp", "-de", "X=1", "--env=Y=2", "--", "img", "-x"])
+    assert got is not None
+    assert (got["detach"], got["interactive"], got["tty"], got["workdir"], got["env"],
+            got["image"], got["command"]) == (True, True, True, "/tmp", ["X=1", "Y=2"],
+                                              "img", ["-x"])
+    assert got["name"] is None and got["label"] is None and got["quiet"] is False
+    with pytest.raises(CLIError, match="unrecognized arguments: -iz"):
+        parse_run(["-iz", "img"])
+    with pytest.raises(CLIError, match="ignored explicit argument"):
+        parse_run(["--rm=yes", "img"])
 
 
 def test_run_fast_parser_and_typer_take_the_same_options() -> None:
