@@ -22,8 +22,9 @@ gives the container no interface, pyrt's network cost is reported as not measure
     python benchmarks/bench_cli_run.py [--runs N] [--quick] [--tools pyrt,docker,podman]
         [--modes default,none] [--write-readme] [--json]
 
---quick: 5 runs, peers that are not installed are skipped (saying so). Afterwards no
-daemon, container, mount, bridge or firewall chain made by the benchmark is left.
+--quick: 3 runs (one warm-up), peers that are not installed are skipped (saying so).
+Afterwards no daemon, container, mount, bridge or firewall chain made by the benchmark is
+left.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ def machine_line(tools: list[Tool]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=None, help="timed runs per tool and mode (30)")
-    ap.add_argument("--quick", action="store_true", help="5 runs; skip missing peers")
+    ap.add_argument("--quick", action="store_true", help="3 runs; skip missing peers")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--pyrt-bin", type=Path, default=Path(sys.executable).parent,
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-readme", action="store_true",
                     help="put the table into benchmarks/README.md")
     args = ap.parse_args(argv)
-    runs = args.runs or (5 if args.quick else 30)
+    runs = args.runs or (3 if args.quick else 30)
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if any(n not in TOOLS for n in names) or any(m not in MODES for m in modes) or runs < 1:
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         check_modes(tools, modes)
         for t in tools:  # warm-up, untimed: page cache, the daemons' first-use paths
             for m in modes:
-                for _ in range(2):
+                for _ in range(1 if args.quick else 2):
                     t.time_one(m)
                 t.times[m] = []
         for i in range(runs):
