@@ -6,9 +6,12 @@ ids) are answered by the engine; every other question goes to the host's resolve
 
 Shape:
 - One server thread (a `selectors` loop) serves every container. For each container it
-  holds a UDP socket and a listening TCP socket bound to 127.0.0.11:53 *inside the
-  container's network namespace*: they are created by a short-lived thread that joins the
-  namespace with setns(2) and then goes back; a socket keeps the namespace it was made in.
+  holds a UDP socket and a listening TCP socket on 127.0.0.11 *inside the container's
+  network namespace*: they are created by a short-lived thread that joins the namespace
+  with setns(2) and then goes back; a socket keeps the namespace it was made in. As
+  Docker does, they listen on free ports and an nftables table in that namespace (table
+  ip pyrt_dns) DNATs 127.0.0.11:53 to them, so port 53 stays free for the container's
+  own programs; without nftables they listen on port 53 itself.
 - The messages are parsed and built here (stdlib only). Bad input never reaches past the
   parser: a packet too short for a header, or one that is itself a response, is dropped;
   anything else malformed gets FORMERR, an opcode other than QUERY gets NOTIMP.
@@ -444,8 +447,9 @@ def _setns(fd: int, nstype: int) -> None:
         raise OSError(e, os.strerror(e))
 
 
-def _bind_dns_sockets() -> tuple[socket.socket, socket.socket]:
-    """UDP and listening TCP sockets on 127.0.0.11:53 in this thread's network namespace.
+def _bind_dns_sockets(port: int) -> tuple[socket.socket, socket.socket]:
+    """UDP and listening TCP sockets on 127.0.0.11:port (0: any free port, one per
+    protocol) in this thread's network namespace.
 
     IP_FREEBIND lets the bind succeed before the namespace's `lo` is up (the engine may
     call add_container before the runtime brings it up); packets flow once it is. A UDP
@@ -456,12 +460,12 @@ def _bind_dns_sockets() -> tuple[socket.socket, socket.socket]:
     tcp: socket.socket | None = None
     try:
         udp.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        udp.bind((DNS_ADDRESS, DNS_PORT))
+        udp.bind((DNS_ADDRESS, port))
         udp.setblocking(False)
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         tcp.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        tcp.bind((DNS_ADDRESS, DNS_PORT))
+        tcp.bind((DNS_ADDRESS, port))
         tcp.listen(64)
         tcp.setblocking(False)
     except BaseException:
@@ -472,10 +476,108 @@ def _bind_dns_sockets() -> tuple[socket.socket, socket.socket]:
     return udp, tcp
 
 
-def sockets_in_netns(netns_fd: int) -> tuple[socket.socket, socket.socket]:
-    """_bind_dns_sockets() run in the network namespace `netns_fd`, by a thread that joins
-    it and then goes back (setns affects only the calling thread)."""
-    made: list[tuple[socket.socket, socket.socket]] = []
+_nftables: ctypes.CDLL | None = None
+NFT_TABLE = "pyrt_dns"
+
+
+def _nft(commands: str) -> None:
+    """Run nft commands, as one transaction, in this thread's network namespace
+    (libnftables, so no process is started on a container's start path)."""
+    global _nftables
+    if _nftables is None:
+        lib = ctypes.CDLL("libnftables.so.1")
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        _nftables = lib
+    ctx = _nftables.nft_ctx_new(0)
+    if not ctx:
+        raise OSError(errno.ENOMEM, "nft: cannot make a libnftables context")
+    try:
+        _nftables.nft_ctx_buffer_output(ctx)  # keep nft's messages off our stdout/stderr
+        _nftables.nft_ctx_buffer_error(ctx)
+        if _nftables.nft_run_cmd_from_buffer(ctx, commands.encode()) != 0:
+            why = _nftables.nft_ctx_get_error_buffer(ctx) or b"failed"
+            raise OSError(errno.EINVAL, "nft: " + why.decode(errors="replace").strip())
+    finally:
+        _nftables.nft_ctx_free(ctx)
+
+
+def _redirect_rules(udp_port: int, tcp_port: int, *, replace: bool) -> str:
+    # replace: add + delete + create in one transaction, for a table an earlier daemon left;
+    # else `create`, which fails if the table exists (deleting one is slow: the kernel waits
+    # for an RCU grace period, ~10 ms, while creating takes well under 1 ms)
+    head = f"add table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n" if replace else ""
+    return f"""\
+{head}create table ip {NFT_TABLE}
+table ip {NFT_TABLE} {{
+    chain output {{
+        type nat hook output priority -100; policy accept;
+        ip daddr {DNS_ADDRESS} udp dport {DNS_PORT} dnat to {DNS_ADDRESS}:{udp_port}
+        ip daddr {DNS_ADDRESS} tcp dport {DNS_PORT} dnat to {DNS_ADDRESS}:{tcp_port}
+    }}
+}}
+"""
+
+
+def _open_listeners(redirect: bool) -> tuple[socket.socket, socket.socket, bool]:
+    """The container's DNS sockets, made in its network namespace: (udp, tcp, redirected).
+
+    redirect (Docker's way): listen on free ports of 127.0.0.11 and DNAT 127.0.0.11:53 to
+    them with an nftables table in the container's namespace, so a program in the
+    container can still bind port 53 itself (a DNS server on 0.0.0.0:53). When nftables
+    cannot do it (no libnftables, no NAT in the kernel), listen on port 53 itself.
+    """
+    if redirect:
+        udp, tcp = _bind_dns_sockets(0)
+        ports = udp.getsockname()[1], tcp.getsockname()[1]
+        try:
+            try:
+                _nft(_redirect_rules(*ports, replace=False))
+            except OSError:
+                _nft(_redirect_rules(*ports, replace=True))
+            return udp, tcp, True
+        except OSError as e:
+            log.warning("dns: no DNAT to the embedded DNS (%s): listening on port 53", e)
+            udp.close()
+            tcp.close()
+    udp, tcp = _bind_dns_sockets(DNS_PORT)
+    return udp, tcp, False
+
+
+def _drop_redirect() -> None:
+    _nft(f"add table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n")
+
+
+def _unredirect(c: _Container) -> None:
+    """Drop c's DNAT table, if c had one and its namespace is still there (a container
+    disconnected from its last user network keeps running)."""
+    if not c.redirected:
+        return
+    try:
+        fd = os.open(c.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # the namespace is gone, and the table with it
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == c.netns:
+            in_netns(fd, _drop_redirect)
+    except OSError as e:
+        log.warning("dns: container %s: could not drop its DNAT table: %s", c.cid, e)
+    finally:
+        os.close(fd)
+
+
+def in_netns(netns_fd: int, fn: Callable[[], _T]) -> _T:
+    """fn() run in the network namespace `netns_fd` by a short-lived thread that joins it
+    and then goes back (setns affects only the calling thread); what fn makes (sockets,
+    netlink state) stays in that namespace."""
+    made: list[_T] = []
     failed: list[BaseException] = []
 
     def work() -> None:
@@ -484,7 +586,7 @@ def sockets_in_netns(netns_fd: int) -> tuple[socket.socket, socket.socket]:
             try:
                 _setns(netns_fd, CLONE_NEWNET)
                 try:
-                    made.append(_bind_dns_sockets())
+                    made.append(fn())
                 finally:
                     try:
                         _setns(home, CLONE_NEWNET)
@@ -513,9 +615,11 @@ def _family(host: str) -> socket.AddressFamily:
 @dataclass(eq=False)
 class _Container:
     cid: str
+    netns_path: str
     netns: tuple[int, int]  # (st_dev, st_ino) of the namespace: its identity
     udp: socket.socket
     tcp: socket.socket
+    redirected: bool  # an nftables DNAT from port 53 to our sockets in the namespace
     upstreams: list[tuple[str, int]] | None  # its own (docker run --dns), else the server's
     forward: bool  # False: names not ours get SERVFAIL (a container on --internal networks)
     conns: set[_TcpConn] = field(default_factory=set)
@@ -568,6 +672,9 @@ class EmbeddedDNS:
     ones when the host has nothing else, since this forwarder lives in the host's netns).
     An empty list answers SERVFAIL to every name that is not ours.
     timeout: seconds to wait for one upstream before trying the next.
+    redirect: listen on free ports and DNAT 127.0.0.11:53 to them in the container's
+    namespace (Docker's way: the container keeps port 53 for itself); False, or when
+    nftables cannot: listen on 127.0.0.11:53 itself.
     max_pending, max_pending_per_container: queries waiting for upstreams at once (each
     holds a socket); over either, SERVFAIL at once, so one chatty container cannot use up
     the daemon's file descriptors or starve the others.
@@ -584,6 +691,7 @@ class EmbeddedDNS:
         max_pending: int = 512,
         max_pending_per_container: int = 128,
         max_tcp_per_container: int = 32,
+        redirect: bool = True,
     ) -> None:
         if upstreams is None:
             try:
@@ -600,6 +708,7 @@ class EmbeddedDNS:
         self._max_pending = max_pending
         self._max_pending_one = max_pending_per_container
         self._max_tcp = max_tcp_per_container
+        self._redirect = redirect
         self._lock = threading.Lock()
         self._commands: deque[tuple[Callable[[], object], _Result]] = deque()
         self._thread: threading.Thread | None = None
@@ -648,25 +757,35 @@ class EmbeddedDNS:
             if self._call(lambda: self._update(container_id, identity, own, forward)):
                 return
             try:
-                udp, tcp = sockets_in_netns(fd)
+                udp, tcp, redirected = in_netns(fd, partial(_open_listeners, self._redirect))
             except OSError as e:
                 step = "join netns" if e.errno == errno.EINVAL else "listen on 127.0.0.11:53 in"
                 raise SystemError_(f"{what}: {step} {netns_path}: {e.strerror}", e.errno) from e
         finally:
             os.close(fd)
+        c = _Container(container_id, netns_path, identity, udp, tcp, redirected, own, forward)
         try:
-            self._call(lambda: self._add(container_id, identity, udp, tcp, own, forward))
+            old = self._call(lambda: self._add(c))
         except BaseException:
             udp.close()
             tcp.close()
             raise
+        if old is not None:
+            _unredirect(old)
 
-    def remove_container(self, container_id: str) -> None:
-        """Stop serving the container and close its sockets; unknown ids are ignored."""
+    def remove_container(self, container_id: str, *, drop_redirect: bool = True) -> None:
+        """Stop serving the container: close its sockets and, if its namespace is still
+        there, drop its DNAT table. Unknown ids are ignored.
+
+        drop_redirect=False leaves the table: for a namespace about to be destroyed anyway
+        (the container stopped), as deleting a table costs ~10 ms (an RCU grace period).
+        """
         with self._lock:
             if self._thread is None or self._closed:
                 return
-        self._call(lambda: self._remove(container_id))
+        c = self._call(lambda: self._remove(container_id))
+        if c is not None and drop_redirect:
+            _unredirect(c)
 
     def close(self) -> None:
         """Stop the server thread and close every socket. Idempotent."""
@@ -800,21 +919,20 @@ class EmbeddedDNS:
         c.upstreams, c.forward = upstreams, forward
         return True
 
-    def _add(self, cid: str, identity: tuple[int, int], udp: socket.socket, tcp: socket.socket,
-             upstreams: list[tuple[str, int]] | None, forward: bool) -> None:  # fmt: skip
+    def _add(self, c: _Container) -> _Container | None:
+        """Serve c; the container it replaces (served in another namespace) is returned."""
         assert self._sel is not None
-        old = self._containers.pop(cid, None)
-        if old is not None:
-            self._close_container(old)
-        c = _Container(cid, identity, udp, tcp, upstreams, forward)
-        self._sel.register(udp, selectors.EVENT_READ, partial(self._on_udp, c))
-        self._sel.register(tcp, selectors.EVENT_READ, partial(self._on_accept, c))
-        self._containers[cid] = c
+        old = self._remove(c.cid)
+        self._sel.register(c.udp, selectors.EVENT_READ, partial(self._on_udp, c))
+        self._sel.register(c.tcp, selectors.EVENT_READ, partial(self._on_accept, c))
+        self._containers[c.cid] = c
+        return old
 
-    def _remove(self, cid: str) -> None:
+    def _remove(self, cid: str) -> _Container | None:
         c = self._containers.pop(cid, None)
         if c is not None:
             self._close_container(c)
+        return c
 
     def _close_container(self, c: _Container) -> None:
         c.closed = True

@@ -204,6 +204,20 @@ def tcp_ask(ns: Netns, *msgs: bytes, timeout: float = 5) -> list[Reply]:
         return replies
 
 
+def listeners(ns: Netns) -> list[str]:
+    """The local addresses of the UDP and TCP sockets listening on 127.0.0.11."""
+    out = ns.run("ss", "-Hulnt").stdout
+    return sorted(
+        f"{f[0]} {f[4]}" for f in map(str.split, out.splitlines()) if "127.0.0.11" in f[4]
+    )
+
+
+def nft_tables(ns: Netns) -> str:
+    r = ns.run("nft", "list", "tables")
+    assert r.returncode == 0, r
+    return r.stdout
+
+
 def nslookup(ns: Netns, *args: str) -> subprocess.CompletedProcess[str]:
     # the server is always given: busybox must never read the host's resolv.conf
     return ns.run(BUSYBOX, "nslookup", *args, "127.0.0.11")
@@ -570,11 +584,12 @@ def test_add_is_idempotent_remove_closes(netns: Netns, netns_factory: Namespaces
         after_add = len(os.listdir("/proc/self/fd"))
         d.add_container("c1", netns.path)
         assert len(os.listdir("/proc/self/fd")) == after_add
-        listening = netns.run("ss", "-ulnt").stdout
-        assert listening.count("127.0.0.11:53") == 2  # one UDP, one TCP socket
+        listening = listeners(netns)
+        assert [x.split()[0] for x in listening] == ["tcp", "udp"]  # one of each
+        assert "table ip pyrt_dns" in nft_tables(netns)  # 127.0.0.11:53 -> their ports
         d.remove_container("c1")
         d.remove_container("c1")  # unknown now: ignored
-        assert "127.0.0.11:53" not in netns.run("ss", "-ulnt").stdout
+        assert listeners(netns) == [] and "pyrt_dns" not in nft_tables(netns)
         with pytest.raises(OSError):  # ECONNREFUSED (ICMP) or a timeout
             udp_ask(netns, make_query("web"), timeout=1)
         d.add_container("c1", netns.path)
@@ -583,11 +598,11 @@ def test_add_is_idempotent_remove_closes(netns: Netns, netns_factory: Namespaces
         other = netns_factory()
         other.lo_up()
         d.add_container("c1", other.path)
-        assert "127.0.0.11:53" not in netns.run("ss", "-ulnt").stdout
+        assert listeners(netns) == [] and "pyrt_dns" not in nft_tables(netns)
         assert udp_ask(other, make_query("web")).addresses == ["10.89.0.2"]
         assert d.containers() == ["c1"]
     assert len(os.listdir("/proc/self/fd")) == fds
-    assert "127.0.0.11:53" not in other.run("ss", "-ulnt").stdout
+    assert listeners(other) == []  # close() leaves the table: a restarted daemon replaces it
 
 
 def test_errors_name_container_and_cause(netns: Netns, tmp_path: Path) -> None:
@@ -602,7 +617,10 @@ def test_errors_name_container_and_cause(netns: Netns, tmp_path: Path) -> None:
             SystemError_, match=r"container c9: join netns .*plain: Invalid argument"
         ):
             d.add_container("c9", str(not_ns))
-        # something else already on 127.0.0.11:53 in that namespace
+        assert d.containers() == []
+    with server([], redirect=False) as d:
+        # something else already on 127.0.0.11:53 in that namespace (with redirect, that
+        # is allowed: see test_container_keeps_port_53)
         with netns.socket(socket.SOCK_DGRAM) as squatter:
             squatter.bind(("127.0.0.11", 53))
             with pytest.raises(
@@ -636,7 +654,7 @@ def test_close_with_pending_queries_and_open_connections(
         assert time.monotonic() - t0 < 2
         t.settimeout(2)
         assert t.recv(100) == b""  # the server side is closed
-    assert "127.0.0.11:53" not in netns.run("ss", "-ulnt").stdout
+    assert listeners(netns) == []
 
 
 def test_limits(netns: Netns, upstream_factory: Upstreams) -> None:
@@ -700,3 +718,64 @@ def test_per_container_upstreams_and_no_forwarding(
         assert len(server_up.seen) == 1
         d.add_container("c1", ns1.path)  # connected to a network with a way out again
         assert udp_ask(ns1, make_query("x.example")).addresses == ["192.0.2.1"]
+
+
+def test_container_keeps_port_53(netns: Netns, upstream_factory: Upstreams) -> None:
+    """A program in the container may run its own DNS server on 0.0.0.0:53 (Docker
+    allows it): 127.0.0.11:53 still reaches the embedded server, through the DNAT."""
+    up = upstream_factory()
+    with server([up.endpoint]) as d:
+        d.add_container("c1", netns.path)
+        with (
+            netns.socket(socket.SOCK_DGRAM) as own_udp,
+            netns.socket(socket.SOCK_STREAM) as own_tcp,
+        ):
+            own_udp.bind(("0.0.0.0", 53))
+            own_tcp.bind(("0.0.0.0", 53))
+            own_tcp.listen()
+            assert udp_ask(netns, make_query("web")).addresses == ["10.89.0.2"]
+            (r,) = tcp_ask(netns, make_query("x.example"))
+            assert r.addresses == ["192.0.2.53"]
+            assert "Address: 10.89.0.2" in nslookup(netns, "web").stdout
+            own_udp.settimeout(0.1)
+            with pytest.raises(TimeoutError):
+                own_udp.recv(512)  # nothing for 127.0.0.11 reached the program's socket
+        d.remove_container("c1")
+        assert "pyrt_dns" not in nft_tables(netns)
+
+
+def test_without_redirect(netns_factory: Namespaces, upstream_factory: Upstreams) -> None:
+    ns = netns_factory()  # lo still down, as in test_add_before_lo_is_up
+    up = upstream_factory()
+    with server([up.endpoint], redirect=False) as d:
+        d.add_container("c1", ns.path)
+        ns.lo_up()
+        assert listeners(ns) == ["tcp 127.0.0.11:53", "udp 127.0.0.11:53"]
+        assert "pyrt_dns" not in nft_tables(ns)
+        assert udp_ask(ns, make_query("web")).addresses == ["10.89.0.2"]
+        (r,) = tcp_ask(ns, make_query("x.example"))
+        assert r.addresses == ["192.0.2.53"]
+        assert "Address: 10.89.0.2" in nslookup(ns, "web").stdout
+        d.remove_container("c1")
+        assert listeners(ns) == []
+
+
+def test_restarted_server_takes_over_the_namespace(netns: Netns) -> None:
+    """A daemon restart: the old server's DNAT table is still in the namespace (close()
+    leaves it); the new server replaces it with one to its own sockets."""
+    with server([]) as d:
+        d.add_container("c1", netns.path)
+    assert listeners(netns) == [] and "pyrt_dns" in nft_tables(netns)
+    with server([]) as d:
+        d.add_container("c1", netns.path)
+        rules = netns.run("nft", "list", "table", "ip", "pyrt_dns").stdout
+        for entry in listeners(netns):
+            assert f"dnat to {entry.split()[1]}" in rules
+        assert udp_ask(netns, make_query("web")).addresses == ["10.89.0.2"]
+        (r,) = tcp_ask(netns, make_query("db"))
+        assert r.addresses == ["10.89.0.3", "10.89.0.4"]
+        d.remove_container("c1", drop_redirect=False)  # the namespace is going away anyway
+        assert "pyrt_dns" in nft_tables(netns)
+        d.add_container("c1", netns.path)
+        d.remove_container("c1")
+        assert "pyrt_dns" not in nft_tables(netns)
