@@ -477,35 +477,42 @@ def _bind_dns_sockets(port: int) -> tuple[socket.socket, socket.socket]:
 
 
 _nftables: ctypes.CDLL | None = None
+_nftables_lock = threading.Lock()
 NFT_TABLE = "pyrt_dns"
+
+
+def _libnftables() -> ctypes.CDLL:
+    global _nftables
+    with _nftables_lock:  # containers start in parallel
+        if _nftables is None:
+            lib = ctypes.CDLL("libnftables.so.1")
+            lib.nft_ctx_new.restype = ctypes.c_void_p
+            lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+            lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+            lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            _nftables = lib
+        return _nftables
 
 
 def _nft(commands: str) -> None:
     """Run nft commands, as one transaction, in this thread's network namespace
     (libnftables, so no process is started on a container's start path)."""
-    global _nftables
-    if _nftables is None:
-        lib = ctypes.CDLL("libnftables.so.1")
-        lib.nft_ctx_new.restype = ctypes.c_void_p
-        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        _nftables = lib
-    ctx = _nftables.nft_ctx_new(0)
+    lib = _libnftables()
+    ctx = lib.nft_ctx_new(0)
     if not ctx:
         raise OSError(errno.ENOMEM, "nft: cannot make a libnftables context")
     try:
-        _nftables.nft_ctx_buffer_output(ctx)  # keep nft's messages off our stdout/stderr
-        _nftables.nft_ctx_buffer_error(ctx)
-        if _nftables.nft_run_cmd_from_buffer(ctx, commands.encode()) != 0:
-            why = _nftables.nft_ctx_get_error_buffer(ctx) or b"failed"
+        lib.nft_ctx_buffer_output(ctx)  # keep nft's messages off our stdout/stderr
+        lib.nft_ctx_buffer_error(ctx)
+        if lib.nft_run_cmd_from_buffer(ctx, commands.encode()) != 0:
+            why = lib.nft_ctx_get_error_buffer(ctx) or b"failed"
             raise OSError(errno.EINVAL, "nft: " + why.decode(errors="replace").strip())
     finally:
-        _nftables.nft_ctx_free(ctx)
+        lib.nft_ctx_free(ctx)
 
 
 def _redirect_rules(udp_port: int, tcp_port: int, *, replace: bool) -> str:
@@ -711,6 +718,7 @@ class EmbeddedDNS:
         self._redirect = redirect
         self._lock = threading.Lock()
         self._commands: deque[tuple[Callable[[], object], _Result]] = deque()
+        self._add_locks: dict[str, threading.Lock] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
         self._sel: selectors.BaseSelector | None = None
@@ -745,6 +753,15 @@ class EmbeddedDNS:
         """
         if not container_id:
             raise InvalidArgument("embedded DNS: empty container id")
+        with self._lock:
+            lock = self._add_locks.setdefault(container_id, threading.Lock())
+        # one add at a time per container: two racing ones would each make sockets and a
+        # DNAT table, and the table left in place need not point at the sockets kept
+        with lock:
+            self._add_container(container_id, netns_path, upstreams, forward)
+
+    def _add_container(self, container_id: str, netns_path: str,
+                       upstreams: list[tuple[str, int]] | None, forward: bool) -> None:  # fmt: skip
         what = f"embedded DNS for container {container_id}"
         try:
             fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -770,7 +787,7 @@ class EmbeddedDNS:
             udp.close()
             tcp.close()
             raise
-        if old is not None:
+        if old is not None and old.netns != c.netns:  # the same netns: c's table now
             _unredirect(old)
 
     def remove_container(self, container_id: str, *, drop_redirect: bool = True) -> None:
@@ -781,6 +798,7 @@ class EmbeddedDNS:
         (the container stopped), as deleting a table costs ~10 ms (an RCU grace period).
         """
         with self._lock:
+            self._add_locks.pop(container_id, None)
             if self._thread is None or self._closed:
                 return
         c = self._call(lambda: self._remove(container_id))

@@ -779,3 +779,35 @@ def test_restarted_server_takes_over_the_namespace(netns: Netns) -> None:
         d.add_container("c1", netns.path)
         d.remove_container("c1")
         assert "pyrt_dns" not in nft_tables(netns)
+
+
+def test_parallel_adds(netns_factory: Namespaces, upstream_factory: Upstreams) -> None:
+    """Containers start in parallel: adds from many threads at once (the same container
+    twice among them) all end up served, each in its own namespace."""
+    spaces = [netns_factory() for _ in range(8)]
+    for ns in spaces:
+        ns.lo_up()
+    up = upstream_factory()
+    with server([up.endpoint]) as d:
+        jobs = [(f"p{i}", ns.path) for i, ns in enumerate(spaces)] + [("p0", spaces[0].path)]
+        errors: list[BaseException] = []
+
+        def add(cid: str, path: str) -> None:
+            try:
+                d.add_container(cid, path)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=add, args=job) for job in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert d.containers() == [f"p{i}" for i in range(8)]
+        for ns in spaces:
+            assert udp_ask(ns, make_query("x.example")).addresses == ["192.0.2.53"]
+            (r,) = tcp_ask(ns, make_query("y.example"))
+            assert r.addresses == ["192.0.2.53"]
+            rules = ns.run("nft", "list", "table", "ip", "pyrt_dns").stdout
+            assert [f"dnat to {x.split()[1]}" in rules for x in listeners(ns)] == [True, True]
