@@ -209,8 +209,9 @@ def run(image: str, command: str | list[str] | None = None, *, remove: bool = Tr
         try:
             eng.containers.start(cid)
             code = int(eng.containers.wait(cid, timeout=timeout)["StatusCode"])
-            out = b"".join(e.log for e in eng.containers.logs(cid, stderr=False))
-            err = b"".join(e.log for e in eng.containers.logs(cid, stdout=False))
+            entries = list(eng.containers.logs(cid))  # one read of the log for both streams
+            out = b"".join(e.log for e in entries if e.stream == "stdout")
+            err = b"".join(e.log for e in entries if e.stream == "stderr")
         finally:
             if remove:
                 with contextlib.suppress(NotFound):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import json
 import os
 import re
@@ -108,10 +109,17 @@ def log_options(host: HostConfig) -> tuple[int, int]:
     return size, nfile
 
 
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)  # once: loading it is most of an unmount's cost
+
+
 def _umount(path: Path) -> None:
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     if libc.umount2(str(path).encode(), 2) != 0:  # MNT_DETACH
         err = ctypes.get_errno()
         if err not in (22, 2):  # EINVAL: not mounted; ENOENT: gone
@@ -1303,14 +1311,15 @@ def _restart_at_boot(rec: ContainerRecord) -> bool:
 
 def _read_line_fd(fd: int, timeout: float) -> str:
     """A line from fd; "" at EOF or after timeout."""
+    from pyrt.containers.shim_client import readable
+
     deadline = time.monotonic() + timeout
     buf = b""
     while not buf.endswith(b"\n"):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
+        if not readable(fd, left):
             break
         chunk = os.read(fd, 512)
         if not chunk:

@@ -235,6 +235,14 @@ class ShimProcess:
         return ShimClient(self.state_dir)
 
 
+def readable(fd: int, seconds: float) -> bool:
+    """Whether fd has input (or EOF) within seconds. poll(), not select(), which refuses
+    fds above 1023: an engine running many containers at once gets there."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(seconds, 0.0) * 1000))
+
+
 def _read_until_eof(fd: int, timeout: float) -> bytes:
     deadline = time.monotonic() + timeout
     out = b""
@@ -242,8 +250,7 @@ def _read_until_eof(fd: int, timeout: float) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             return out
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
+        if not readable(fd, left):
             continue
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -458,15 +465,20 @@ class ShimClient:
 
 
 def _read_line(s: socket.socket) -> bytes:
-    """Bytes up to and including the first newline (read one byte at a time, so nothing
-    after it is consumed); b'' if the peer closed first."""
+    """Bytes up to and including the first newline, nothing after it consumed (an attach
+    stream follows); b'' if the peer closed first. It peeks at what has arrived and then
+    takes exactly the line: two system calls per chunk, where reading byte by byte made
+    one per byte, each giving up and retaking the GIL (slow with many threads busy)."""
     out = bytearray()
     while True:
-        b = s.recv(1)
-        if not b:
+        seen = s.recv(4096, socket.MSG_PEEK)
+        if not seen:
             return bytes(out)
-        out += b
-        if b == b"\n":
+        end = seen.find(b"\n")
+        # we are the socket's only reader: what was peeked is there to take
+        got = s.recv(len(seen) if end < 0 else end + 1)
+        out += got
+        if end >= 0 and len(got) == end + 1:
             return bytes(out)
 
 
