@@ -114,6 +114,7 @@ class Engine:
             cgroup_parent=cgroup_parent,
             shim_path=Path(shim_path) if shim_path is not None else None,
         )  # fmt: skip
+        self.volumes = self.containers.volumes
         self.reconcile_report: dict[str, list[str]] = self.containers.reconcile()
 
     def remove_image(self, name: str, force: bool = False, prune: bool = True
@@ -215,7 +216,7 @@ def run(image: str, command: str | list[str] | None = None, *, remove: bool = Tr
         finally:
             if remove:
                 with contextlib.suppress(NotFound):
-                    eng.containers.remove(cid, force=True)
+                    eng.containers.remove(cid, force=True, volumes=True)
         return RunResult(code, out, err)
     finally:
         if own:

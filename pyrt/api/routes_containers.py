@@ -124,7 +124,7 @@ def start(req: Request) -> Response:
     except PyrtError:
         if rec.host_config.AutoRemove:  # as docker: a --rm container that cannot start goes
             with contextlib.suppress(PyrtError):  # (the CLI waits for its removal)
-                svc.remove(rec.id, force=True)
+                svc.remove(rec.id, force=True, volumes=True)
         raise
     return empty_response(204)
 

@@ -199,7 +199,7 @@ class Monitor:
 
     def _auto_remove(self, cid: str) -> None:
         with contextlib.suppress(PyrtError):
-            self.svc.remove(cid, force=True)
+            self.svc.remove(cid, force=True, volumes=True)  # --rm takes anonymous volumes
 
     def cancel_restart(self, cid: str) -> None:
         with self._lock:

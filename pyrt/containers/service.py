@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from pyrt.metadata.db import Database
     from pyrt.runtime.runtime import Runtime
     from pyrt.snapshots.service import SnapshotService
+    from pyrt.volumes.service import VolumeService
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SIZE_RE = re.compile(r"^(\d+)([kmg]?)b?$", re.IGNORECASE)
@@ -151,8 +152,10 @@ class ContainerService:
         events: EventBus,
         cgroup_parent: str = "/pyrt",
         shim_path: Path | None = None,
+        volumes: VolumeService | None = None,
     ) -> None:
         from pyrt.containers.monitor import Monitor
+        from pyrt.volumes.service import VolumeService
 
         self.root = root / "containers"
         self.run_root = run_root / "containers"
@@ -179,6 +182,8 @@ class ContainerService:
         self._execs: dict[str, _Exec] = {}  # exec id -> what this engine knows of it
         self._exec_lock = threading.Lock()
         self.monitor: Monitor = Monitor(self)
+        # the mounts of containers (volumes, binds, tmpfs): pyrt.volumes
+        self.volumes = volumes if volumes is not None else VolumeService(root, events=events)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -356,10 +361,13 @@ class ContainerService:
         merged_cfg = cfg
         if cfg.Healthcheck is None and image_cfg.get("Healthcheck"):
             pass  # the image's healthcheck is merged when the monitor runs it
+        mounts = self.volumes.prepare(rec.id, config=cfg, host=host, image_config=image_cfg,
+                                      rootfs=str(p.merged),
+                                      resolve=lambda ref: self.resolve(ref).id)  # fmt: skip
         spec = generate_spec(
             container_id=rec.id, image_config=image_cfg, config=merged_cfg, host=host,
             root_path=str(p.merged), etc_files=etc, init_path=init_path,
-            cgroup_parent=self.cgroup_parent,
+            cgroup_parent=self.cgroup_parent, mounts_extra=mounts,
         )  # fmt: skip
         p.bundle.mkdir(mode=0o700)
         atomic_write(str(p.bundle / "config.json"), json.dumps(spec).encode(), 0o600,
@@ -369,14 +377,16 @@ class ContainerService:
                      args_json=json.dumps(args[1:]))  # fmt: skip
         rec.state, rec.spec, rec.path, rec.args = "created", spec, args[0], args[1:]
 
-    def _discard(self, cid: str) -> None:
-        """Remove everything of a container (its row last), whatever state it was left in."""
+    def _discard(self, cid: str, volumes: bool = True) -> None:
+        """Remove everything of a container (its row last), whatever state it was left in;
+        with `volumes`, the anonymous volumes made for it too."""
         p = self.paths(cid)
         with contextlib.suppress(PyrtError, OSError):
             self.runtime.delete(cid, force=True)
         for target in mounts_under(p.root) if p.root.exists() else []:
             with contextlib.suppress(PyrtError):
                 _umount(Path(target))
+        self.volumes.release(cid, remove_anonymous=volumes)
         shutil.rmtree(p.run, ignore_errors=True)
         shutil.rmtree(p.root, ignore_errors=True)
         self.db.execute("DELETE FROM containers WHERE id = ?", (cid,))
@@ -687,7 +697,7 @@ class ContainerService:
         with self._lock(cid):
             self.monitor.forget(cid)
             code = self.get_record(cid).exit_code
-            self._discard(cid)
+            self._discard(cid, volumes=volumes)
         with self._cond_lock:
             self._removed[cid] = code
             self._notify(cid)
@@ -776,7 +786,7 @@ class ContainerService:
                     "MergedDir": str(p.merged),
                 },
             },
-            "Mounts": [],
+            "Mounts": self.volumes.mount_points(rec.id),
             "Config": config,
             "NetworkSettings": {
                 "Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {},
@@ -858,7 +868,7 @@ class ContainerService:
             "Status": self._status_text(rec),
             "HostConfig": {"NetworkMode": rec.host_config.NetworkMode or "none"},
             "NetworkSettings": {"Networks": {}},
-            "Mounts": [],
+            "Mounts": self.volumes.mount_points(rec.id),
         }
         if size:
             upper = self.paths(rec.id).upper
@@ -1260,6 +1270,7 @@ class ContainerService:
             if rid not in known:
                 with contextlib.suppress(PyrtError, OSError):
                     self.runtime.delete(rid, force=True)
+        self.volumes.reconcile(r["id"] for r in self.db.query("SELECT id FROM containers"))
         for cid in to_restart:
             try:
                 with self._lock(cid):
