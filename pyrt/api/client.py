@@ -370,6 +370,31 @@ class Client:
         return dict(self._json("POST", "/images/prune",
                                {"filters": dict(filters) if filters else None}))
 
+    # -- volumes
+
+    def create_volume(self, name: str | None = None, driver: str = "local",
+                      driver_opts: Mapping[str, str] | None = None,
+                      labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"Name": name or "", "Driver": driver,
+                                "Labels": dict(labels or {})}
+        if driver_opts is not None:
+            body["DriverOpts"] = dict(driver_opts)
+        return dict(self._json("POST", "/volumes/create", body=body))
+
+    def volumes(self, filters: Mapping[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        out = self._json("GET", "/volumes", {"filters": dict(filters) if filters else None})
+        return list(out.get("Volumes") or [])
+
+    def inspect_volume(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/volumes/{name}"))
+
+    def remove_volume(self, name: str, force: bool = False) -> None:
+        self._json("DELETE", f"/volumes/{name}", {"force": force})
+
+    def prune_volumes(self, filters: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+        return dict(self._json("POST", "/volumes/prune",
+                               {"filters": dict(filters) if filters else None}))
+
     def save(self, names: list[str], out: IO[bytes]) -> int:
         """Write the tar of `names` to `out`; returns the bytes written."""
         resp = self._request("GET", "/images/get", {"names": names}, timeout=False)

@@ -287,7 +287,7 @@ def system_df(req: Request) -> Response:
         "LayersSize": sum(layer_sizes.values()),
         "Images": summaries,
         "Containers": containers,
-        "Volumes": [],
+        "Volumes": engine.volumes.usage() if hasattr(engine, "volumes") else [],
         "BuildCache": [],
     })
 

@@ -74,6 +74,9 @@ RUN_OPTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("hostname", ("-h", "--hostname"), "str"),
     ("restart", ("--restart",), "str"),
     ("volume", ("-v", "--volume"), "list"),
+    ("mount", ("--mount",), "list"),
+    ("tmpfs", ("--tmpfs",), "list"),
+    ("volumes_from", ("--volumes-from",), "list"),
     ("memory", ("-m", "--memory"), "str"),
     ("detach_keys", ("--detach-keys",), "str"),
     ("quiet", ("-q", "--quiet"), "flag"),
@@ -163,7 +166,7 @@ def _exit(code: int | None) -> None:
         raise typer.Exit(code)
 
 
-_GROUPS = ("system", "image", "container", "daemon")
+_GROUPS = ("system", "image", "container", "daemon", "volume")
 
 
 def invoked(args: list[str]) -> tuple[str | None, str | None]:
@@ -246,6 +249,7 @@ def build_app(args: list[str] | None = None) -> Any:
     image_app = group("image", "Manage images")
     container_app = group("container", "Manage containers")
     daemon_app = group("daemon", "Start, stop and check the local pyrtd")
+    volume_app = group("volume", "Manage volumes")
 
     @app.callback()
     def root(host: str | None = Opt(None, "-H", "--host", envvar="PYRT_HOST",
@@ -407,6 +411,9 @@ def build_app(args: list[str] | None = None) -> Any:
             hostname: str | None = Opt(None, "-h", "--hostname"),
             restart: str | None = Opt(None, "--restart"),
             volume: list[str] | None = Opt(None, "-v", "--volume"),
+            mount: list[str] | None = Opt(None, "--mount"),
+            tmpfs: list[str] | None = Opt(None, "--tmpfs"),
+            volumes_from: list[str] | None = Opt(None, "--volumes-from"),
             memory: str | None = Opt(None, "-m", "--memory"),
             detach_keys: str | None = Opt(None, "--detach-keys"),
             quiet: bool = Opt(False, "-q", "--quiet", help="Suppress the pull output")
@@ -415,7 +422,8 @@ def build_app(args: list[str] | None = None) -> Any:
                          interactive=interactive, tty=tty, detach_keys=detach_keys,
                          quiet=quiet, env=env, env_file=env_file, workdir=workdir,
                          user=user, entrypoint=entrypoint, label=label, hostname=hostname,
-                         restart=restart, volume=volume, memory=memory))
+                         restart=restart, volume=volume, memory=memory, mount=mount,
+                         tmpfs=tmpfs, volumes_from=volumes_from))
 
     def create(image: str = Arg(..., metavar="IMAGE"),
                command: list[str] | None = Arg(None, metavar="[COMMAND] [ARG...]"),
@@ -428,10 +436,15 @@ def build_app(args: list[str] | None = None) -> Any:
                entrypoint: str | None = Opt(None, "--entrypoint"),
                label: list[str] | None = Opt(None, "-l", "--label"),
                rm: bool = Opt(False, "--rm"),
+               volume: list[str] | None = Opt(None, "-v", "--volume"),
+               mount: list[str] | None = Opt(None, "--mount"),
+               tmpfs: list[str] | None = Opt(None, "--tmpfs"),
+               volumes_from: list[str] | None = Opt(None, "--volumes-from"),
                quiet: bool = Opt(False, "-q", "--quiet")) -> None:
         ct.create_command(image, command or [], name, quiet, env=env, workdir=workdir,
                           user=user, entrypoint=entrypoint, tty=tty, interactive=interactive,
-                          labels=label, rm=rm)
+                          labels=label, rm=rm, volumes=volume, mount=mount, tmpfs=tmpfs,
+                          volumes_from=volumes_from)
 
     def ps(all_: bool = Opt(False, "-a", "--all", help="Show all containers"),
            quiet: bool = Opt(False, "-q", "--quiet", help="Only display container IDs"),
@@ -624,6 +637,47 @@ def build_app(args: list[str] | None = None) -> Any:
             print_object(found, None)
         _exit(status)
 
+    # -- volumes -----------------------------------------------------------------------------
+    @volume_app.command("create", help="Create a volume")
+    def volume_create(name: str | None = Arg(None, metavar="[VOLUME]"),
+                      driver: str = Opt("local", "-d", "--driver"),
+                      opt: list[str] | None = Opt(None, "-o", "--opt", help="key=value"),
+                      label: list[str] | None = Opt(None, "--label")) -> None:
+        from pyrt.cli import volumes as vo
+
+        vo.create_command(name, driver, opt, label)
+
+    @volume_app.command("ls", help="List volumes")
+    def volume_ls(quiet: bool = Opt(False, "-q", "--quiet", help="Only display names"),
+                  filt: list[str] | None = Opt(None, "-f", "--filter", help="key=value"),
+                  fmt: str | None = Opt(None, "--format")) -> None:
+        from pyrt.cli import volumes as vo
+
+        vo.ls_command(quiet, filt, fmt)
+
+    @volume_app.command("inspect", help="Display detailed information on volumes")
+    def volume_inspect(names: list[str] = Arg(..., metavar="VOLUME..."),
+                       fmt: str | None = Opt(None, "-f", "--format")) -> None:
+        from pyrt.cli import volumes as vo
+
+        _exit(vo.inspect_command(names, fmt))
+
+    @volume_app.command("rm", help="Remove one or more volumes")
+    def volume_rm(names: list[str] = Arg(..., metavar="VOLUME..."),
+                  force: bool = Opt(False, "-f", "--force")) -> None:
+        from pyrt.cli import volumes as vo
+
+        _exit(vo.rm_command(names, force))
+
+    @volume_app.command("prune", help="Remove unused local volumes")
+    def volume_prune(all_: bool = Opt(False, "-a", "--all", help="All unused, not only "
+                                      "anonymous"),
+                     force: bool = Opt(False, "-f", "--force"),
+                     filt: list[str] | None = Opt(None, "--filter")) -> None:
+        from pyrt.cli import volumes as vo
+
+        vo.prune_command(all_, force, filt)
+
     # -- daemon ------------------------------------------------------------------------------
     @daemon_app.command("start", help="Start pyrtd on the host socket (detached)",
                         context_settings={"ignore_unknown_options": True,
@@ -643,6 +697,7 @@ def build_app(args: list[str] | None = None) -> Any:
     app.add_typer(image_app, name="image")
     app.add_typer(container_app, name="container")
     app.add_typer(daemon_app, name="daemon")
+    app.add_typer(volume_app, name="volume")
     return root_app
 
 

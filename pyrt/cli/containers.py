@@ -64,7 +64,9 @@ def build_config(image: str, command: list[str], *, env: list[str] | None = None
                  tty: bool = False, interactive: bool = False, labels: list[str] | None = None,
                  hostname: str | None = None, rm: bool = False, restart: str | None = None,
                  volumes: list[str] | None = None, memory: str | None = None,
-                 stop_signal: str | None = None, attach: bool = True) -> dict[str, Any]:
+                 stop_signal: str | None = None, attach: bool = True,
+                 mount: list[str] | None = None, tmpfs: list[str] | None = None,
+                 volumes_from: list[str] | None = None) -> dict[str, Any]:
     """The POST /containers/create body of docker's flags."""
     envs: list[str] = []
     for path in env_file or []:
@@ -96,6 +98,13 @@ def build_config(image: str, command: list[str], *, env: list[str] | None = None
         host["RestartPolicy"] = {"Name": name, "MaximumRetryCount": int(count or 0)}
     if volumes:
         host["Binds"] = list(volumes)
+    if mount:
+        host["Mounts"] = [parse_mount_flag(m) for m in mount]
+    for item in tmpfs or []:
+        dest, _, opts = item.partition(":")
+        host.setdefault("Tmpfs", {})[dest] = opts
+    if volumes_from:
+        host["VolumesFrom"] = list(volumes_from)
     if memory:
         host["Memory"] = parse_bytes(memory)
     config: dict[str, Any] = {
@@ -114,6 +123,66 @@ def build_config(image: str, command: list[str], *, env: list[str] | None = None
     if stop_signal:
         config["StopSignal"] = stop_signal
     return config
+
+
+_MOUNT_KEYS = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}
+
+
+def parse_mount_flag(text: str) -> dict[str, Any]:
+    """docker's --mount CSV (type=bind,source=/x,target=/y,readonly,bind-propagation=...,
+    volume-nocopy, volume-opt=k=v, volume-label=k=v, volume-driver=..., tmpfs-size=...,
+    tmpfs-mode=...) -> the API's Mount object."""
+    m: dict[str, Any] = {"Type": "volume"}
+
+    def sub(key: str) -> dict[str, Any]:
+        d: dict[str, Any] = m.setdefault(key, {})
+        return d
+
+    for field in (f.strip() for f in text.split(",")):
+        if not field:
+            continue
+        key, eq, value = field.partition("=")
+        key = _MOUNT_KEYS.get(key.lower(), key.lower())
+        flag = value.lower() in ("", "1", "true") if eq else True
+        if key == "type":
+            m["Type"] = value
+        elif key == "source":
+            m["Source"] = value
+        elif key == "target":
+            m["Target"] = value
+        elif key == "readonly":
+            m["ReadOnly"] = flag
+        elif key == "consistency":
+            m["Consistency"] = value
+        elif key == "bind-propagation":
+            sub("BindOptions")["Propagation"] = value
+        elif key == "bind-nonrecursive":
+            sub("BindOptions")["NonRecursive"] = flag
+        elif key == "bind-create-mountpoint":
+            sub("BindOptions")["CreateMountpoint"] = flag
+        elif key == "volume-nocopy":
+            sub("VolumeOptions")["NoCopy"] = flag
+        elif key == "volume-label":
+            k, _, v = value.partition("=")
+            sub("VolumeOptions").setdefault("Labels", {})[k] = v
+        elif key == "volume-driver":
+            sub("VolumeOptions").setdefault("DriverConfig", {})["Name"] = value
+        elif key == "volume-opt":
+            k, _, v = value.partition("=")
+            cfg = sub("VolumeOptions").setdefault("DriverConfig", {})
+            cfg.setdefault("Options", {})[k] = v
+        elif key == "tmpfs-size":
+            sub("TmpfsOptions")["SizeBytes"] = parse_bytes(value)
+        elif key == "tmpfs-mode":
+            try:
+                sub("TmpfsOptions")["Mode"] = int(value, 8)
+            except ValueError:
+                fail(f"invalid --mount {text!r}: tmpfs-mode {value!r} is not octal", 125)
+        else:
+            fail(f"invalid --mount {text!r}: unexpected key '{key}'", 125)
+    if "Target" not in m:
+        fail(f"invalid --mount {text!r}: target is required", 125)
+    return m
 
 
 def parse_bytes(text: str) -> int:

@@ -119,6 +119,11 @@ def df_command(fmt: str | None = None) -> None:
     running = sum(1 for c in containers if c.get("State") == "running")
     csize = sum(c.get("SizeRw", 0) or 0 for c in containers)
     cfree = sum(c.get("SizeRw", 0) or 0 for c in containers if c.get("State") != "running")
+    volumes = df.get("Volumes") or []
+    usage = [v.get("UsageData") or {} for v in volumes]
+    vactive = sum(1 for u in usage if u.get("RefCount", 0) > 0)
+    vsize = sum(max(u.get("Size", 0), 0) for u in usage)
+    vfree = sum(max(u.get("Size", 0), 0) for u in usage if u.get("RefCount", 0) == 0)
 
     def pct(part: int, whole: int) -> str:
         return f"{human_size(part)} ({100 * part // whole if whole else 0}%)"
@@ -128,8 +133,8 @@ def df_command(fmt: str | None = None) -> None:
          "Size": human_size(total), "Reclaimable": pct(max(unused, 0), total)},
         {"Type": "Containers", "TotalCount": len(containers), "Active": running,
          "Size": human_size(csize), "Reclaimable": pct(cfree, csize)},
-        {"Type": "Local Volumes", "TotalCount": len(df.get("Volumes") or []), "Active": 0,
-         "Size": human_size(0), "Reclaimable": "0B"},
+        {"Type": "Local Volumes", "TotalCount": len(volumes), "Active": vactive,
+         "Size": human_size(vsize), "Reclaimable": pct(vfree, vsize)},
         {"Type": "Build Cache", "TotalCount": len(df.get("BuildCache") or []), "Active": 0,
          "Size": human_size(0), "Reclaimable": "0B"},
     ]

@@ -60,9 +60,9 @@ def _add(tf: tarfile.TarFile, name: str, *, data: bytes | None = None, kind: byt
         tf.addfile(info)
 
 
-def app_tar(busybox_tar: Path, dest: Path, extra: list[dict[str, Any]]) -> Path:
-    """busybox's rootfs plus `extra` entries (keyword arguments of _add)."""
-    shutil.copy(busybox_tar, dest)
+def app_tar(base: Path, dest: Path, extra: list[dict[str, Any]]) -> Path:
+    """The rootfs tar `base` plus `extra` entries (keyword arguments of _add)."""
+    shutil.copy(base, dest)
     with tarfile.open(dest, "a", format=tarfile.PAX_FORMAT) as tf:
         for e in extra:
             _add(tf, **e)
@@ -266,7 +266,8 @@ def test_read_only_refuses_writes(engine: Engine, tmp_path: Path) -> None:
     host = tmp_path / "ro"
     host.mkdir()
     (host / "f").write_text("host\n")
-    script = "cat /b/f; for d in /b /v /m /t; do touch $d/new 2>/dev/null && echo wrote $d; done; true"
+    script = ("cat /b/f; for d in /b /v /m /t; do touch $d/new 2>/dev/null && echo wrote $d; "
+              "done; true")
     out = ok(engine, script, {
         "Binds": [f"{host}:/b:ro", "rovol:/v:ro"],
         "Mounts": [{"Type": "volume", "Source": "rovol2", "Target": "/m", "ReadOnly": True},
