@@ -187,7 +187,7 @@ static const char *isal_error_name(int rc) {
   case ISAL_UNSUPPORTED_METHOD:
     return "unsupported compression method";
   case ISAL_INCORRECT_CHECKSUM:
-    return "CRC-32 or length check failed";
+    return "checksum mismatch (header CRC-16, or the member's CRC-32 or length)";
   case ISAL_NEED_DICT:
     return "needs a preset dictionary";
   default:

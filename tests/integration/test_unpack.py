@@ -11,12 +11,14 @@ import os
 import stat
 import tarfile
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
 import zstandard
 
 from pyrt import _core
+from pyrt.errors import InvalidArgument
 from pyrt.snapshots import UnpackResult, pack_layer, unpack_layer
 
 MTIME = 1_600_000_000
@@ -108,6 +110,38 @@ def test_compressions_and_digests(compression: str, dest: Path, tmp_path: Path) 
     assert (dest / "bin/sh").read_bytes() == SAMPLE[3][1]
     assert (dest / "bin/ash").stat().st_ino == (dest / "bin/sh").stat().st_ino
     assert os.readlink(dest / "bin/link") == "sh"
+
+
+def gzip_member_with_all_header_fields(data: bytes) -> bytes:
+    """A gzip member whose header has FEXTRA, FNAME, FCOMMENT and FHCRC (RFC 1952 2.3)."""
+    head = b"\x1f\x8b\x08" + bytes([0x04 | 0x08 | 0x10 | 0x02]) + MTIME.to_bytes(4, "little")
+    head += b"\x00\x03" + (6).to_bytes(2, "little") + b"py\x02\x00ok"
+    head += b"layer.tar\x00" + b"written by the test\x00"
+    head += (zlib.crc32(head) & 0xFFFF).to_bytes(2, "little")
+    raw = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = raw.compress(data) + raw.flush()
+    crc, isize = zlib.crc32(data), len(data) & 0xFFFFFFFF
+    return head + body + crc.to_bytes(4, "little") + isize.to_bytes(4, "little")
+
+
+def test_gzip_header_optional_fields(dest: Path, tmp_path: Path) -> None:
+    tar = make_tar(*SAMPLE)
+    blob = gzip_member_with_all_header_fields(tar[:5000]) + gzip_member_with_all_header_fields(
+        tar[5000:]
+    )
+    assert gzip.decompress(blob) == tar  # the crafted header is valid gzip
+    res = unpack_bytes(blob, dest, tmp_path)
+    assert (res.digest, res.diff_id, res.entries) == (sha(blob), sha(tar), len(SAMPLE))
+    assert (dest / "bin/sh").read_bytes() == SAMPLE[3][1]
+
+
+def test_gzip_header_crc_mismatch_refused(dest: Path, tmp_path: Path) -> None:
+    blob = bytearray(gzip_member_with_all_header_fields(make_tar(*SAMPLE)))
+    blob[blob.index(b"by the test\x00") + 12] ^= 0x01  # the FHCRC field
+    with pytest.raises(InvalidArgument, match=r"gzip data error after \d+ compressed bytes: "
+                       r"checksum mismatch"):  # fmt: skip
+        unpack_bytes(bytes(blob), dest, tmp_path)
+    assert list(dest.iterdir()) == []
 
 
 def test_multi_member_gzip(dest: Path, tmp_path: Path) -> None:
