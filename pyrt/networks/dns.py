@@ -264,10 +264,18 @@ def build_reply(query: Query, rcode: int, answers: Sequence[bytes] = (),
     return head + query.question + b"".join(answers)
 
 
+_A_HEAD = _NAME_PTR_QUESTION + _RR_FIXED.pack(TYPE_A, CLASS_IN, TTL, 4)
+
+
 def a_record(address: str, ttl: int = TTL) -> bytes:
-    """An A record for the question's name (compressed to a pointer at offset 12)."""
-    packed = ipaddress.IPv4Address(address).packed
-    return _NAME_PTR_QUESTION + _RR_FIXED.pack(TYPE_A, CLASS_IN, ttl, 4) + packed
+    """An A record for the question's name (compressed to a pointer at offset 12).
+    Raises ValueError unless address is a dotted-quad IPv4 address."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, address)  # strict, unlike inet_aton
+    except (OSError, TypeError):
+        raise ValueError(f"{address!r} is not an IPv4 address") from None
+    head = _A_HEAD if ttl == TTL else _NAME_PTR_QUESTION + _RR_FIXED.pack(TYPE_A, CLASS_IN, ttl, 4)
+    return head + packed
 
 
 def ptr_record(target: str, ttl: int = TTL) -> bytes:
@@ -615,6 +623,24 @@ def in_netns(netns_fd: int, fn: Callable[[], _T]) -> _T:
 # -- the server -----------------------------------------------------------------------------------
 
 
+def _checked_upstreams(upstreams: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """(address, port) pairs with IP literals only: a host name would need a lookup, which
+    would block the server thread."""
+    out = []
+    for entry in upstreams:
+        try:
+            host, port = entry
+            ipaddress.ip_address(str(host).split("%", 1)[0])
+            if not isinstance(port, int) or not 0 < port < 65536:
+                raise ValueError(port)
+        except (TypeError, ValueError):
+            raise InvalidArgument(
+                f"embedded DNS: upstream {entry!r}: want (IP address, port 1-65535)"
+            ) from None
+        out.append((str(host), port))
+    return out
+
+
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -664,6 +690,7 @@ class _Forward:
 
 
 _Handler = Callable[[int], None]
+_TCP_OUTBUF_LIMIT = 256 * 1024
 
 
 class EmbeddedDNS:
@@ -707,7 +734,7 @@ class EmbeddedDNS:
             except OSError as e:
                 log.warning("dns: cannot read /etc/resolv.conf (%s): no upstreams", e)
                 upstreams = []
-        self.upstreams = list(upstreams)
+        self.upstreams = _checked_upstreams(upstreams)
         self._resolve = resolve
         self._reverse = reverse
         self._timeout = timeout
@@ -720,7 +747,8 @@ class EmbeddedDNS:
         self._commands: deque[tuple[Callable[[], object], _Result]] = deque()
         self._add_locks: dict[str, threading.Lock] = {}
         self._thread: threading.Thread | None = None
-        self._closed = False
+        self._closed = False  # close() was called
+        self._stopped = False  # the server thread has ended (closed, or failed)
         self._sel: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -770,7 +798,7 @@ class EmbeddedDNS:
         try:
             st = os.fstat(fd)
             identity = (st.st_dev, st.st_ino)
-            own = list(upstreams) if upstreams is not None else None
+            own = _checked_upstreams(upstreams) if upstreams is not None else None
             if self._call(lambda: self._update(container_id, identity, own, forward)):
                 return
             try:
@@ -837,7 +865,7 @@ class EmbeddedDNS:
             return fn()  # from a resolve callback: already on the loop
         result = _Result()
         with self._lock:
-            if self._closed:
+            if self._closed or self._stopped:
                 raise FailedPrecondition("embedded DNS: the server is closed")
             if self._thread is None:
                 self._start()
@@ -877,12 +905,26 @@ class EmbeddedDNS:
                 result.set(None, e)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:
+            log.exception("dns: the server thread failed")  # no caller may wait forever
+        finally:
+            # commands queued while closing (or when the loop failed): tell their callers
+            with self._lock:
+                self._stopped = True
+                leftover = list(self._commands)
+                self._commands.clear()
+            for _, result in leftover:
+                result.set(None, FailedPrecondition("embedded DNS: the server is closed"))
+
+    def _loop(self) -> None:
         assert self._sel is not None
         while True:
             self._run_commands()
             with self._lock:
                 if self._closed:
-                    break
+                    return
             now = time.monotonic()
             delay = max(0.0, self._timers[0][0] - now) if self._timers else None
             for key, mask in self._sel.select(delay):
@@ -892,12 +934,6 @@ class EmbeddedDNS:
                 except Exception:  # one bad event must not take the server down
                     log.exception("dns: handling an event failed")
             self._run_timers()
-        # commands queued while closing: tell their callers
-        with self._lock:
-            leftover = list(self._commands)
-            self._commands.clear()
-        for _, result in leftover:
-            result.set(None, FailedPrecondition("embedded DNS: the server is closed"))
 
     def _teardown(self) -> None:
         for c in list(self._containers.values()):
@@ -1052,6 +1088,7 @@ class EmbeddedDNS:
             self._flush(conn)
         if mask & selectors.EVENT_READ and not conn.closed:
             self._read_conn(conn)
+        self._service(conn)
 
     def _read_conn(self, conn: _TcpConn) -> None:
         try:
@@ -1062,12 +1099,18 @@ class EmbeddedDNS:
             self._close_conn(conn)
             return
         self._touch(conn)
-        if not data:
+        if data:
+            conn.inbuf += data
+        else:
             conn.eof = True  # answer what was asked, then close
-            self._interest(conn)
-            return
-        conn.inbuf += data
-        while len(conn.inbuf) >= 2 and not conn.closed:
+
+    def _service(self, conn: _TcpConn) -> None:
+        """Answer the complete queries received, as far as the answers waiting to be sent
+        allow (a client that sends but does not read is not read from until it catches
+        up), then watch for what the connection waits for, or close it when it waits for
+        nothing more."""
+        assert self._sel is not None
+        while not conn.closed and len(conn.outbuf) < _TCP_OUTBUF_LIMIT and len(conn.inbuf) >= 2:
             size = struct.unpack_from("!H", conn.inbuf)[0]
             if len(conn.inbuf) < 2 + size:
                 break
@@ -1079,12 +1122,28 @@ class EmbeddedDNS:
             elif result is not None:
                 conn.pending += 1
                 self._forward(_Forward(result, msg, conn.container, None, conn))
-
-    def _send_tcp(self, conn: _TcpConn, data: bytes) -> None:
         if conn.closed:
             return
-        conn.outbuf += struct.pack("!H", len(data)) + data
-        self._flush(conn)
+        backlog = len(conn.outbuf) >= _TCP_OUTBUF_LIMIT
+        if conn.eof and not conn.outbuf and not conn.pending:
+            self._close_conn(conn)  # (a partial query left in inbuf will never complete)
+            return
+        events = 0 if conn.eof or backlog else selectors.EVENT_READ
+        if conn.outbuf:
+            events |= selectors.EVENT_WRITE
+        if events:
+            handler = partial(self._on_conn, conn)
+            try:
+                self._sel.modify(conn.sock, events, handler)
+            except KeyError:  # unregistered while it waited only for upstreams
+                self._sel.register(conn.sock, events, handler)
+        else:
+            self._unregister(conn.sock)  # waits only for forwarded answers
+
+    def _send_tcp(self, conn: _TcpConn, data: bytes) -> None:
+        if not conn.closed:
+            conn.outbuf += struct.pack("!H", len(data)) + data
+            self._flush(conn)
 
     def _flush(self, conn: _TcpConn) -> None:
         if conn.outbuf:
@@ -1096,28 +1155,6 @@ class EmbeddedDNS:
                 pass
             except OSError:
                 self._close_conn(conn)
-                return
-        self._interest(conn)
-
-    def _interest(self, conn: _TcpConn) -> None:
-        """Watch for what the connection waits for; close it when it waits for nothing."""
-        assert self._sel is not None
-        if conn.closed:
-            return
-        if conn.eof and not conn.outbuf and not conn.pending:
-            self._close_conn(conn)
-            return
-        events = 0 if conn.eof else selectors.EVENT_READ
-        if conn.outbuf:
-            events |= selectors.EVENT_WRITE
-        if events:
-            handler = partial(self._on_conn, conn)
-            try:
-                self._sel.modify(conn.sock, events, handler)
-            except KeyError:  # unregistered while it waited only for upstreams
-                self._sel.register(conn.sock, events, handler)
-        else:
-            self._unregister(conn.sock)  # waits only for forwarded answers
 
     def _close_conn(self, conn: _TcpConn) -> None:
         if conn.closed:
@@ -1141,8 +1178,7 @@ class EmbeddedDNS:
             fwd.done = True  # never pending: SERVFAIL at once
             self._reply(fwd, build_reply(fwd.query, SERVFAIL))
             if fwd.conn is not None:
-                fwd.conn.pending -= 1
-                self._interest(fwd.conn)
+                fwd.conn.pending -= 1  # (called from _service, which watches the conn next)
             return
         self._forwards.add(fwd)
         c.pending += 1
@@ -1261,8 +1297,8 @@ class EmbeddedDNS:
         self._close_upstream(fwd)
         if fwd.conn is not None:
             fwd.conn.pending -= 1
-            if not fwd.conn.closed and fwd.conn.eof and not fwd.conn.pending:
-                self._interest(fwd.conn)
+            if not fwd.container.closed:  # (closing: no more queries from its conns)
+                self._service(fwd.conn)
 
     def _close_upstream(self, fwd: _Forward) -> None:
         if fwd.sock is not None:

@@ -353,7 +353,11 @@ Upstreams = Callable[..., FakeUpstream]
 Namespaces = Callable[[], Netns]
 
 NAMES = {
-    "c1": {"web": ["10.89.0.2"], "db": ["10.89.0.3", "10.89.0.4"]},
+    "c1": {
+        "web": ["10.89.0.2"],
+        "db": ["10.89.0.3", "10.89.0.4"],
+        "many": [f"10.89.1.{i}" for i in range(1, 31)],  # a 503-byte answer over TCP
+    },
     "c2": {"cache": ["10.90.0.5"]},
 }
 
@@ -811,3 +815,42 @@ def test_parallel_adds(netns_factory: Namespaces, upstream_factory: Upstreams) -
             assert r.addresses == ["192.0.2.53"]
             rules = ns.run("nft", "list", "table", "ip", "pyrt_dns").stdout
             assert [f"dnat to {x.split()[1]}" in rules for x in listeners(ns)] == [True, True]
+
+
+def test_tcp_client_that_does_not_read(netns: Netns) -> None:
+    """A client that pipelines many queries and reads late: the server stops reading from
+    it while its answers wait, serves others meanwhile, and loses nothing."""
+    count = 20_000  # 0.5 MB of queries, 10 MB of answers: more than the kernel buffers
+    query = make_query("many", qid=1)
+    framed = struct.pack("!H", len(query)) + query
+    with server([]) as d, netns.socket(socket.SOCK_STREAM) as s:
+        d.add_container("c1", netns.path)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel holds little
+        s.settimeout(30)
+        s.connect(("127.0.0.11", 53))
+        sender = threading.Thread(target=s.sendall, args=(framed * count,))
+        sender.start()
+        # watch the answers waiting in the server (its private state, read-only)
+        (conn,) = d._call(lambda: list(d._containers["c1"].conns))
+        most = 0
+        deadline = time.monotonic() + 5
+        while most < 200_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            most = max(most, len(conn.outbuf))
+        for _ in range(20):  # and it stays there
+            time.sleep(0.01)
+            most = max(most, len(conn.outbuf))
+        assert 200_000 < most < 256 * 1024 + 600  # it stops answering at 256 KiB
+        t0 = time.monotonic()
+        assert udp_ask(netns, make_query("web")).addresses == ["10.89.0.2"]
+        assert time.monotonic() - t0 < 1.0
+        size = len(query) + 30 * 16  # 30 A records of 16 bytes after the question
+        want = (struct.pack("!H", size) + query[:2]) * count
+        got = bytearray()
+        while len(got) < count * (size + 2):
+            chunk = s.recv(1 << 20)
+            assert chunk
+            got += chunk
+        sender.join()
+        # every answer came, in order: the length prefix and the id of each
+        assert b"".join(got[i : i + 4] for i in range(0, len(got), size + 2)) == want

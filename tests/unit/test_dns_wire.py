@@ -446,3 +446,35 @@ def test_resolv_conf_for_container() -> None:
         "nameserver 127.0.0.11",
         "options ndots:0",
     ]
+
+
+# -- the server object, without namespaces -----------------------------------------------------
+
+
+def test_upstreams_must_be_ip_literals() -> None:
+    for bad in [[("dns.google", 53)], [("10.0.0.1", 0)], [("10.0.0.1", "53")], [("10.0.0.1",)]]:
+        with pytest.raises(InvalidArgument, match="upstream"):
+            dns.EmbeddedDNS(lambda c, n: None, bad)  # type: ignore[arg-type]
+    d = dns.EmbeddedDNS(lambda c, n: None, [("10.0.0.1", 53), ("fd00::1", 5353)])
+    assert d.upstreams == [("10.0.0.1", 53), ("fd00::1", 5353)]
+    d.close()
+
+
+def test_a_failed_server_thread_fails_callers_instead_of_hanging() -> None:
+    d = dns.EmbeddedDNS(lambda c, n: None, [])
+    assert d._call(lambda: 1) == 1  # what add_container does first: starts the thread
+
+    def boom() -> None:
+        raise RuntimeError("injected")
+
+    d._run_timers = boom  # type: ignore[method-assign]
+    with pytest.raises(dns.FailedPrecondition, match="closed"):
+        d._call(lambda: 2)  # its wake-up runs the loop into the failure: this caller is told
+    with pytest.raises(dns.FailedPrecondition, match="closed"):
+        d._call(lambda: 3)  # and so is every later one
+    assert d._thread is not None
+    d._thread.join(5)
+    assert not d._thread.is_alive()
+    with pytest.raises(dns.FailedPrecondition, match="closed"):
+        d.add_container("c1", "/proc/self/ns/net")
+    d.close()
