@@ -19,7 +19,10 @@ Timed, per tool and seccomp setting (default = Docker's profile, unconfined = no
   sequential: N containers one after the other;
   parallel:   the same N containers, P at a time (a thread pool around the in-process API
               for pyrt; P concurrent `crun run` / `runc run` processes for the peers).
-Each timed group is preceded by one untimed warm-up container.
+Each timed group is preceded by one untimed warm-up container. With --repeat R every
+group is measured R times in rounds (each round runs every tool once, one after the
+other), so a load that comes and goes on a shared machine falls on all tools alike; the
+table gives the median and the range, and the ratio is the median of the per-round ratios.
 
 crun 1.8 refuses a hybrid cgroup layout whose unified hierarchy holds a controller (here
 hugetlb). Only if crun fails for that reason, hugetlb is moved to a v1 hierarchy of its own
@@ -27,7 +30,7 @@ for the whole run (bench_runtime.HugetlbV1; every tool then runs on that layout)
 back at the end. Nothing is left behind: containers removed, engine closed, cgroups and
 temporary roots deleted.
 
-    python benchmarks/bench_engine_run.py [--quick | --count N --parallel P]
+    python benchmarks/bench_engine_run.py [--quick | --count N --parallel P] [--repeat R]
                                           [--tools pyrt,crun,runc] [--json] [--write-readme]
 """
 
@@ -43,6 +46,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -172,17 +176,19 @@ class Result:
     parallel: int
     seconds: float | None
     error: str | None = None
+    round: int = 0
 
     @property
     def per_ms(self) -> float | None:
         return None if self.seconds is None else self.seconds / self.count * 1000
 
 
-def measure(tool: Tool, mode: str, count: int, parallel: int) -> Result:
+def measure(tool: Tool, mode: str, count: int, parallel: int, rnd: int = 0) -> Result:
     width = parallel if mode == "parallel" else 1
-    res = Result(tool.name, tool.seccomp, mode, count, width, None)
+    res = Result(tool.name, tool.seccomp, mode, count, width, None, round=rnd)
     print(f"running {tool.name} ({tool.seccomp} seccomp) x {count}, {mode}"
-          + (f" {width} at a time" if width > 1 else "") + " ...", flush=True)  # fmt: skip
+          + (f" {width} at a time" if width > 1 else "") + f", round {rnd + 1} ...",
+          flush=True)  # fmt: skip
     try:
         tool.one(-1)  # warm-up, untimed
         if width == 1:
@@ -371,49 +377,71 @@ def unmount_under(top: Path) -> None:
 # -- output ---------------------------------------------------------------------------------
 
 
-def render_table(results: list[Result], count: int, parallel: int) -> str:
-    def find(tool: str, seccomp: str, mode: str) -> Result | None:
-        for r in results:
-            if (r.tool, r.seccomp, r.mode) == (tool, seccomp, mode):
-                return r
-        return None
+def _rounds(results: list[Result], tool: str, seccomp: str, mode: str) -> list[Result]:
+    return sorted((r for r in results if (r.tool, r.seccomp, r.mode) == (tool, seccomp, mode)),
+                  key=lambda r: r.round)  # fmt: skip
 
+
+def _ratios(results: list[Result], tool: str, seccomp: str, mode: str) -> list[float] | None:
+    """pyrt's time over the tool's, round by round (rounds share the machine's load); None
+    when a round of either failed."""
+    ours, theirs = _rounds(results, "pyrt", seccomp, mode), _rounds(results, tool, seccomp, mode)
+    if not ours or len(ours) != len(theirs):
+        return None
+    out = []
+    for a, b in zip(ours, theirs, strict=True):
+        if a.seconds is None or b.seconds is None or b.seconds <= 0:
+            return None
+        out.append(a.seconds / b.seconds)
+    return out
+
+
+def render_table(results: list[Result], count: int, parallel: int) -> str:
+    repeat = max((r.round for r in results), default=0) + 1
     lines = [
-        f"{count} containers running /bin/true: sequential, and {parallel} at a time (parallel)",
+        f"{count} containers running /bin/true: sequential, and {parallel} at a time (parallel)"
+        + (f"; {repeat} rounds, medians (range)" if repeat > 1 else ""),
         "",
         "| tool | seccomp | mode | total s | per container ms | pyrt ÷ this |",
         "| --- | --- | --- | ---: | ---: | ---: |",
     ]
+
+    def spread(values: list[float], fmt: str) -> str:
+        mid = format(statistics.median(values), fmt)
+        if len(values) == 1:
+            return mid
+        return f"{mid} ({format(min(values), fmt)}–{format(max(values), fmt)})"
+
     for mode in MODES:
         for seccomp in SECCOMP:
             for tool in TOOLS:
-                r = find(tool, seccomp, mode)
-                if r is None:
+                rounds = _rounds(results, tool, seccomp, mode)
+                if not rounds:
                     continue
-                if r.seconds is None or r.per_ms is None:
+                secs = [r.seconds for r in rounds if r.seconds is not None]
+                if len(secs) != len(rounds):
                     lines.append(f"| {tool} | {seccomp} | {mode} | failed | - | - |")
                     continue
-                ours = find("pyrt", seccomp, mode)
-                ratio = "-"
-                if ours is not None and ours.seconds is not None and r.seconds > 0:
-                    ratio = f"{ours.seconds / r.seconds:.2f}"
-                lines.append(f"| {tool} | {seccomp} | {mode} | {r.seconds:.2f} | "
-                             f"{r.per_ms:.1f} | {ratio} |")  # fmt: skip
+                ratios = _ratios(results, tool, seccomp, mode)
+                ratio = "1.00" if tool == "pyrt" else spread(ratios, ".2f") if ratios else "-"
+                lines.append(
+                    f"| {tool} | {seccomp} | {mode} | {spread(secs, '.2f')} | "
+                    f"{spread([x / count * 1000 for x in secs], '.1f')} | {ratio} |"
+                )
     return "\n".join(lines)
 
 
 def verdict(results: list[Result]) -> list[str]:
     out = []
     for mode in MODES:
-        ours = next((r for r in results if (r.tool, r.seccomp, r.mode) ==
-                     ("pyrt", "default", mode)), None)  # fmt: skip
-        peer = next((r for r in results if (r.tool, r.seccomp, r.mode) ==
-                     ("crun", "default", mode)), None)  # fmt: skip
-        if ours is None or peer is None or ours.seconds is None or peer.seconds is None:
+        ratios = _ratios(results, "crun", "default", mode)
+        if not ratios:
             continue
-        ratio = ours.seconds / peer.seconds
-        out.append(f"{mode}: pyrt ÷ crun = {ratio:.2f} (target ≤ 1.00: "
-                   f"{'met' if ratio <= 1.0 else 'NOT met'})")  # fmt: skip
+        ratio = statistics.median(ratios)
+        each = ", ".join(f"{x:.2f}" for x in ratios)
+        out.append(f"{mode}: pyrt ÷ crun = {ratio:.2f}"
+                   + (f" (median of rounds: {each})" if len(ratios) > 1 else "")
+                   + f" (target ≤ 1.00: {'met' if ratio <= 1.0 else 'NOT met'})")  # fmt: skip
     return out
 
 
@@ -453,11 +481,14 @@ profile as the engine generates it, `unconfined` drops it (`SecurityOpt=
 ["seccomp=unconfined"]` for pyrt, no `linux.seccomp` for the peers), for information.
 Every group starts with one untimed warm-up container. The ratio divides pyrt's time by
 the row's tool's for the same seccomp setting and mode: above 1 means pyrt is slower.
+With `--repeat R` each group runs R times in rounds (a round runs every tool once, so a
+passing load on this shared machine falls on all of them): medians, with the range in
+brackets; the ratio is the median of the per-round ratios.
 crun 1.8's refusal of this hybrid cgroup layout is handled as in bench_runtime.py (hugetlb
 on a v1 hierarchy of its own for the run, undone at the end). Flags: `--count N` (100),
-`--parallel P` (20), `--quick` (N = 5, P = 2), `--tools pyrt,crun,runc`, `--modes
-sequential,parallel`, `--seccomp default,unconfined`, `--json`, `--write-readme` (rewrites
-this section, only when every row succeeded).
+`--parallel P` (20), `--repeat R` (1), `--quick` (N = 5, P = 2), `--tools
+pyrt,crun,runc`, `--modes sequential,parallel`, `--seccomp default,unconfined`, `--json`,
+`--write-readme` (rewrites this section, only when every row succeeded).
 """
 
 
@@ -490,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=100, help="containers per row (100)")
     ap.add_argument("--parallel", type=int, default=20, help="concurrency of the parallel rows")
     ap.add_argument("--quick", action="store_true", help="5 containers, 2 at a time")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds per group (median and range reported)")  # fmt: skip
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
     ap.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
     ap.add_argument("--seccomp", default=",".join(SECCOMP),
@@ -499,8 +532,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="rewrite this benchmark's section of benchmarks/README.md")  # fmt: skip
     args = ap.parse_args(argv)
     count, parallel = (5, 2) if args.quick else (args.count, args.parallel)
-    if count < 1 or parallel < 1:
-        ap.error("--count and --parallel must be at least 1")
+    if count < 1 or parallel < 1 or args.repeat < 1:
+        ap.error("--count, --parallel and --repeat must be at least 1")
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in names if t not in TOOLS]
     if unknown or not names:
@@ -553,9 +586,10 @@ def main(argv: list[str] | None = None) -> int:
                     tools.append(CliTool(name, exes[name], work, seccomp, spec, rootfs,
                                          cg_parent, count))  # fmt: skip
         for mode in modes:
-            for tool in tools:
-                results.append(measure(tool, mode, count, parallel))
-                tool.cleanup()
+            for rnd in range(args.repeat):
+                for tool in tools:
+                    results.append(measure(tool, mode, count, parallel, rnd))
+                    tool.cleanup()
     finally:
         signal.signal(signal.SIGTERM, old_term)
         for tool in tools:
