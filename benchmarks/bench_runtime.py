@@ -17,7 +17,14 @@ hugetlb). Only if crun fails for that reason, hugetlb is moved to a v1 hierarchy
 (mount -t cgroup -o hugetlb) for the whole run -- every tool then runs on that layout --
 and put back at the end. The script says so when it does it.
 
-    python benchmarks/bench_runtime.py [--quick | --count N] [--tools a,b] [--write-readme]
+With --rounds R every tool runs R times, round after round (so a burst of load from other
+programs hits every tool alike); the table gives each tool's median round and the range of
+the pyrt-runc ratio over the rounds. pyrt-runc runs with PYRT_RUNC_EXPLAIN set, so the
+script can say whether every create was done natively by the C front end or handed to the
+Python CLI.
+
+    python benchmarks/bench_runtime.py [--quick | --count N] [--rounds R] [--tools a,b]
+                                       [--write-readme]
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import platform
 import select
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,6 +111,7 @@ class CliTool:
     argv0: list[str]
     root: Path
     log: Path
+    env: dict[str, str] | None = None
 
     def cmd(self, *args: str) -> None:
         # stdout/stderr go to a file: a pipe would be inherited by the container's init and
@@ -115,7 +124,7 @@ class CliTool:
             try:
                 res = subprocess.run(
                     [*self.argv0, "--root", str(self.root), *args],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
                 )  # fmt: skip
             finally:
                 signal.alarm(0)
@@ -180,7 +189,8 @@ def make_tool(name: str, work: Path) -> Tool:
         exe = Path(sys.prefix) / "bin" / "pyrt-runc"
         if not exe.exists():
             raise BenchError(f"{exe} not found: pip install . into this interpreter's venv")
-        return CliTool(name, [str(exe)], root, log)
+        explain = {**os.environ, "PYRT_RUNC_EXPLAIN": str(work / "pyrt-runc-explain")}
+        return CliTool(name, [str(exe)], root, log, explain)
     path = shutil.which(name)
     if path is None:
         raise BenchError(f"{name} not found on PATH (apt-get install {name})")
@@ -283,10 +293,20 @@ class Result:
     count: int
     seconds: float | None
     error: str | None = None
+    rounds: list[float] | None = None  # every round's seconds (seconds: their median)
 
     @property
     def per_ms(self) -> float | None:
         return None if self.seconds is None else self.seconds / self.count * 1000
+
+
+def merge_rounds(tool: str, count: int, rounds: list[Result]) -> Result:
+    """One Result per tool: the median round, or the first error."""
+    for r in rounds:
+        if r.seconds is None:
+            return r
+    secs = [r.seconds for r in rounds if r.seconds is not None]
+    return Result(tool, count, statistics.median(secs), rounds=secs)
 
 
 def run_tool(
@@ -338,18 +358,30 @@ def render_table(results: list[Result], count: int) -> str:
             return "-"
         return f"{a.seconds / b.seconds:.2f}"
 
+    def spread(a: Result | None, b: Result) -> str:
+        """min-max over the rounds of a's time / b's time in the same round"""
+        if a is None or not a.rounds or not b.rounds or len(a.rounds) != len(b.rounds):
+            return "-"
+        rs = [x / y for x, y in zip(a.rounds, b.rounds, strict=True) if y > 0]
+        return f"{min(rs):.2f}–{max(rs):.2f}" if rs else "-"
+
+    n_rounds = max((len(r.rounds or []) for r in results), default=1)
+    what = f"{count} sequential create+start+wait+delete of /bin/true (busybox bundle)"
+    if n_rounds > 1:
+        what += f"; {n_rounds} rounds, median round shown"
     lines = [
-        f"{count} sequential create+start+wait+delete of /bin/true (busybox bundle)",
+        what,
         "",
-        "| tool | total s | per container ms | pyrt-runc ÷ this | pyrt API ÷ this |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| tool | total s | per container ms | pyrt-runc ÷ this | per round | pyrt API ÷ this |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         if r.seconds is None:
-            lines.append(f"| {r.tool} | failed | - | - | - |")
+            lines.append(f"| {r.tool} | failed | - | - | - | - |")
             continue
         lines.append(
-            f"| {r.tool} | {r.seconds:.2f} | {r.per_ms:.1f} | {ratio(ref, r)} | {ratio(api, r)} |"
+            f"| {r.tool} | {r.seconds:.2f} | {r.per_ms:.1f} | {ratio(ref, r)} "
+            f"| {spread(ref, r)} | {ratio(api, r)} |"
         )
     return "\n".join(lines)
 
@@ -394,14 +426,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=100, help="containers per tool (100)")
     ap.add_argument("--quick", action="store_true", help="3 containers per tool")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of every tool (1)")
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"subset of {','.join(TOOLS)}")
     ap.add_argument("--write-readme", action="store_true",
                     help="put the table into benchmarks/README.md and README.md")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args(argv)
     count = 3 if args.quick else args.count
-    if count < 1:
-        ap.error("--count must be at least 1")
+    if count < 1 or args.rounds < 1:
+        ap.error("--count and --rounds must be at least 1")
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in names if t not in TOOLS]
     if unknown or not names:
@@ -417,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     cg_parent = f"/pyrt-bench-{random_suffix()}"
     huge = HugetlbV1()
     results: list[Result] = []
+    native_note = ""
     work = Path(tempfile.mkdtemp(prefix="pyrt-bench-"))
     old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -435,10 +469,20 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(Result(name, count, None, str(e)))
         # crun first: if it needs the v1 hugetlb mount, every tool then runs on that layout
         tools.sort(key=lambda t: 0 if t.name == "crun" else 1)
-        for tool in tools:
-            first = crun_warmup(tool, bundle, work, huge) if tool.name == "crun" else None
-            print(f"running {tool.name} x {count} ...", flush=True)
-            results.append(run_tool(tool, bundle, work, count, first))
+        rounds: dict[str, list[Result]] = {t.name: [] for t in tools}
+        for rnd in range(args.rounds):
+            for tool in tools:
+                first = crun_warmup(tool, bundle, work, huge) if tool.name == "crun" else None
+                print(f"round {rnd + 1}: running {tool.name} x {count} ...", flush=True)
+                rounds[tool.name].append(run_tool(tool, bundle, work, count, first))
+        results.extend(merge_rounds(t.name, count, rounds[t.name]) for t in tools)
+        explain = work / "pyrt-runc-explain"
+        handed = len(explain.read_text().splitlines()) if explain.exists() else 0
+        native_note = (
+            "pyrt-runc created every container natively (C front end, no Python)"
+            if handed == 0
+            else f"pyrt-runc handed {handed} creates to its Python CLI (see PYRT_RUNC_EXPLAIN)"
+        )
     finally:
         signal.signal(signal.SIGTERM, old_term)
         remove_cgroup(cg_parent)
@@ -448,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     results.sort(key=lambda r: TOOLS.index(r.tool))
     table = render_table(results, count)
     block = table + "\n\n" + machine_line(huge.used)
+    if any(r.tool == "pyrt-runc" and r.seconds is not None for r in results):
+        block += " " + native_note + "."
     print()
     print(block)
     failed = [r for r in results if r.error]

@@ -1,6 +1,6 @@
 /* pyrt-runc: the C front end of pyrt's runc-compatible command line.
  *
- * Why this duplicates a little of pyrt/runtime/cli.py and runtime.py: containerd, podman
+ * Why this duplicates some of pyrt/runtime/cli.py and runtime.py: containerd, podman
  * and the benchmarks run one pyrt-runc process per lifecycle step (create, start, state,
  * kill, delete). A Python process costs ~15 ms before it runs a line of ours and ~10 ms
  * more to import the runtime; runc does a whole container in ~56 ms. So the hot, simple
@@ -11,13 +11,16 @@
  *   start             open exec.fifo, take the byte, mark the record running
  *   kill ID [SIG]     one signal to the init (not --all)
  *   delete [-f] ID    a stopped container without poststop hooks
+ *   create, run       natively for the specs create.c fully understands (see there);
+ *                     the rest is delegated before any side effect
  *
  * Everything else -- every other command, every flag this file does not know, every
  * error, every case that is not the plain one (a container still creating, hooks, a
  * missing or unusable fast.state) -- is handed to the Python implementation by exec'ing
  * `<dir of this binary>/python3 -P -c "...cli.main()" <same argv>`. Errors are therefore
  * always reported by Python, with the same text and exit status; this file only ever
- * succeeds or delegates. The status rules are runtime.py's: "stopped" when the pid is
+ * succeeds or delegates (one exception: `run` reports a state.json it cannot rewrite after
+ * the container has started, as `start` below does). The status rules are runtime.py's: "stopped" when the pid is
  * gone, a zombie, or another process (start time, /proc/<pid>/stat field 22, differs);
  * "created" while exec.fifo exists; "paused" when the freezer says FROZEN.
  */
