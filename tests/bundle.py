@@ -348,6 +348,20 @@ class Snapshot:
     mounts: set[tuple[str, str, str]]
     cgroups: set[str]
     pids: set[int]
+    loops: set[tuple[str, str]] = field(default_factory=set)
+
+
+def loop_devices() -> set[tuple[str, str]]:
+    """(loop device, backing file) of every loop device in use (volumes of a filesystem
+    device are tested on loop devices over image files)."""
+    out: set[tuple[str, str]] = set()
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/sys/block"):
+            if name.startswith("loop"):
+                with contextlib.suppress(OSError):
+                    backing = Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
+                    out.add((f"/dev/{name}", backing))
+    return out
 
 
 @dataclass
@@ -371,6 +385,7 @@ class LeakScanner:
             mounts=set(read_mounts()),
             cgroups=cgroup_dirs_named(self.marker),
             pids={p.pid for p in processes_referencing(self.roots, self.cgroup_marker)},
+            loops=loop_devices(),
         )
 
     def take_baseline(self) -> None:
@@ -391,6 +406,11 @@ class LeakScanner:
         base = self.baseline.cgroups if self.baseline else set()
         return sorted(c for c in cgroup_dirs_named(self.marker) - base if os.path.isdir(c))
 
+    def leaked_loops(self) -> list[str]:
+        base = self.baseline.loops if self.baseline else set()
+        return sorted(f"{dev} (over {backing})" for dev, backing in loop_devices() - base
+                      if self._under_root(backing.removesuffix(" (deleted)")))
+
     def leaked_processes(self) -> list[str]:
         base = self.baseline.pids if self.baseline else set()
         return [
@@ -404,6 +424,7 @@ class LeakScanner:
             "mounts": self.leaked_mounts(),
             "cgroups": self.leaked_cgroups(),
             "processes": self.leaked_processes(),
+            "loop devices": self.leaked_loops(),
             "forced cleanups": list(self.forced_cleanups),
         }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,10 @@ from typing import Any
 import pytest
 
 from pyrt.engine import Engine
-from pyrt.errors import Conflict, InvalidArgument, NotFound
+from pyrt.errors import Conflict, InvalidArgument, NotFound, SystemError_
 from pyrt.images.importer import import_rootfs
 from pyrt.volumes import local
+from tests.bundle import LeakScanner
 from tests.integration.test_engine import (  # noqa: F401 - busybox_tar is a fixture
     IMAGE,
     Engines,
@@ -357,3 +359,41 @@ def test_engine_restart_remounts_and_unmounts(engines: VolEngines, engine: Engin
     third = engines.open(image=False)
     assert not local.is_mounted(point)
     third.volumes.remove("ram")
+
+
+@pytest.fixture
+def loop_ext4(tmp_path: Path, leak_scanner: LeakScanner) -> Iterator[str]:
+    """A loop device over an 8 MiB ext4 image file under tmp_path; detached at teardown."""
+    img = tmp_path / "fs.img"
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True, capture_output=True)
+    dev = subprocess.run(["losetup", "--find", "--show", str(img)], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    try:
+        assert any(str(img) in leak for leak in leak_scanner.leaked_loops())  # it would see one
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
+
+
+def test_filesystem_device_volume(engine: Engine, loop_ext4: str) -> None:
+    engine.volumes.create("disk", driver_opts={"type": "ext4", "device": loop_ext4,
+                                               "o": "noatime"})
+    point = engine.volumes.inspect("disk")["Mountpoint"]
+    _, _, a = run(engine, "echo on-disk > /d/f; grep ' /d ' /proc/mounts", {"Binds": ["disk:/d"]},
+                  remove=False)
+    line = logs(engine, a).decode()
+    assert "ext4" in line and "noatime" in line
+    assert local.is_mounted(point)
+    engine.containers.remove(a)
+    assert not local.is_mounted(point)  # no container uses it: unmounted
+    # the data is on the device: mounted again for the next container
+    assert ok(engine, "cat /d/f", {"Binds": ["disk:/d"]}) == b"on-disk\n"
+    assert not local.is_mounted(point)
+    engine.volumes.remove("disk")
+    with pytest.raises(SystemError_, match="mount"):
+        engine.volumes.create("bad", driver_opts={"type": "ext4", "device": "/dev/null"})
+        run(engine, "true", {"Binds": ["bad:/b"]})
+    assert engine.containers.list(all=True) == []
+    assert not local.is_mounted(engine.volumes.inspect("bad")["Mountpoint"])
