@@ -6,7 +6,10 @@
 Keys (dockerd's names): data-root, exec-root, hosts, pidfile, registry-mirrors,
 insecure-registries, default-address-pools ([{"base": "10.10.0.0/16", "size": 24}]),
 log-driver, log-opts ({"max-size": "10m"}), live-restore (default true), log-level,
-debug. An unknown key, a wrong type or a bad value is InvalidArgument naming the key.
+debug, bridge (the default network's Linux bridge; "" = pyrt0, or a name derived from a
+data root that is not the default), dns (nameservers for containers on the default bridge
+and the upstreams of the embedded DNS; default: the host's). An unknown key, a wrong type
+or a bad value is InvalidArgument naming the key.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class DaemonConfig:
     log_opts: dict[str, str] = field(default_factory=dict)
     live_restore: bool = True
     cgroup_parent: str = "/pyrt"  # containers' cgroups go below it, as dockerd's --cgroup-parent
+    bridge: str = ""
+    dns: list[str] = field(default_factory=list)
     log_level: str = "info"
     debug: bool = False
 
@@ -188,6 +193,20 @@ def convert(key: str, value: Any) -> Any:
         return [check_insecure(r) for r in _str_list(key, value)]
     if key == "default-address-pools":
         return _pools(key, value)
+    if key == "bridge":
+        name = _str(key, value)
+        if name and (len(name) > 15 or "/" in name or " " in name):
+            raise InvalidArgument(f"daemon config: bridge {name!r} is not an interface name")
+        return name
+    if key == "dns":
+        servers = _str_list(key, value)
+        for d in servers:
+            try:
+                ipaddress.IPv4Address(d)
+            except ValueError:
+                raise InvalidArgument(f"daemon config: dns: {d!r} is not an IPv4 "
+                                      "address") from None  # fmt: skip
+        return servers
     if key == "log-driver":
         d = _str(key, value)
         if d not in LOG_DRIVERS:

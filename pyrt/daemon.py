@@ -196,7 +196,9 @@ def open_engine(cfg: DaemonConfig) -> Any:
 
     return Engine(root=cfg.data_root, run_root=cfg.exec_root,
                   insecure_registries=cfg.insecure_registries, mirrors=cfg.registry_mirrors,
-                  cgroup_parent=cfg.cgroup_parent)
+                  cgroup_parent=cfg.cgroup_parent, bridge_name=cfg.bridge or None,
+                  address_pools=[(p.base, p.size) for p in cfg.default_address_pools],
+                  dns=cfg.dns)
 
 
 def apply_registry_config(engine: Any, cfg: DaemonConfig) -> None:

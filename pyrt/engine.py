@@ -18,7 +18,16 @@ Opening an engine:
    (overlay unmounted, runtime state deleted, directories removed, record deleted); runtime
    states, directories and overlay mounts that no record owns are removed; containers with
    restart policy "always" (and "unless-stopped" ones no user stopped) that have exited
-   are started again, as Docker does with live-restore off.
+   are started again, as Docker does with live-restore off. Before that the network
+   service (pyrt.networks.service) keeps and restores what running containers need
+   (bridges, nftables rules, port holds, DNS) and removes what a crash left behind.
+
+Networking options: bridge_name (the default network's Linux bridge) and nft_table (the
+nftables table) default to "pyrt0"/"pyrt" for the default root and to names derived from
+the root otherwise, so several engines on one host never share them; address_pools (the
+subnets networks get: daemon.json default-address-pools); dns_upstreams ((ip, port) the
+embedded DNS forwards to; default: `dns` on port 53, else the host's non-loopback
+resolvers); dns (daemon.json dns: nameservers for containers on the default bridge).
 
 close() stops the engine's threads and releases the lock; running containers keep running
 (their shims hold their stdio and logs) and the next engine adopts them.
@@ -42,6 +51,7 @@ if TYPE_CHECKING:
     from pyrt.events import EventBus
     from pyrt.images.service import ImageService
     from pyrt.metadata.db import Database
+    from pyrt.networks.service import NetworkService
     from pyrt.oci.platform import Platform
     from pyrt.runtime.runtime import Runtime
     from pyrt.snapshots.service import SnapshotService
@@ -63,6 +73,11 @@ class Engine:
         platform: Platform | str | None = None,
         cgroup_parent: str = DEFAULT_CGROUP_PARENT,
         shim_path: str | os.PathLike[str] | None = None,
+        bridge_name: str | None = None,
+        nft_table: str | None = None,
+        address_pools: Iterable[tuple[str, int]] | None = None,
+        dns_upstreams: Iterable[tuple[str, int]] | None = None,
+        dns: Iterable[str] = (),
     ) -> None:
         self.root = Path(os.path.abspath(os.fspath(root)))
         self.run_root = Path(os.path.abspath(os.fspath(run_root)))
@@ -79,6 +94,7 @@ class Engine:
             os.close(self._lock_fd)
             raise SystemError_(f"lock {self.root}/engine.lock: {e.strerror}", e.errno) from None
         self._closed = False
+        self._net_options = (bridge_name, nft_table, address_pools, dns_upstreams, list(dns))
         try:
             self._open(insecure_registries, mirrors, credentials_path, platform, cgroup_parent,
                        shim_path)  # fmt: skip
@@ -115,7 +131,29 @@ class Engine:
             shim_path=Path(shim_path) if shim_path is not None else None,
         )  # fmt: skip
         self.volumes = self.containers.volumes
+        self.networks: NetworkService = self._open_networks()
+        self.containers.networks = self.networks
+        self.network_report: dict[str, list[str]] = self.networks.reconcile()
         self.reconcile_report: dict[str, list[str]] = self.containers.reconcile()
+        for cid in self.reconcile_report.get("lost", []):
+            self.networks.teardown(cid)
+
+    def _open_networks(self) -> NetworkService:
+        from pyrt.networks.ipam import DEFAULT_POOLS, Pool
+        from pyrt.networks.netlink import NetlinkDriver
+        from pyrt.networks.nft import NftFirewall
+        from pyrt.networks.service import NetworkService, default_names
+
+        bridge, table, pools, upstreams, dns = self._net_options
+        dflt_bridge, dflt_table = default_names(str(self.root), DEFAULT_ROOT)
+        return NetworkService(
+            db=self.db, run_root=self.run_root, events=self.events, links=NetlinkDriver(),
+            firewall=NftFirewall(table or dflt_table, comment=f"pyrt:{self.root}"),
+            pools=[Pool(b, s) for b, s in pools] if pools else DEFAULT_POOLS,
+            bridge_name=bridge or dflt_bridge,
+            dns_upstreams=list(upstreams) if upstreams is not None else None, default_dns=dns,
+            owner=f"pyrt:{self.root}",
+        )  # fmt: skip
 
     def remove_image(self, name: str, force: bool = False, prune: bool = True
                      ) -> list[dict[str, str]]:
@@ -150,6 +188,8 @@ class Engine:
         self._closed = True
         try:
             self.containers.monitor.close()
+            if hasattr(self, "networks"):
+                self.networks.close()
             self.events.close()
             self.db.close()
         finally:

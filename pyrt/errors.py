@@ -5,6 +5,7 @@
     ├── Conflict            name in use, container running, object in use     (HTTP 409)
     ├── InvalidArgument     malformed input: spec, reference, request, tar    (HTTP 400)
     ├── FailedPrecondition  the object is in the wrong state for the call     (HTTP 409)
+    │   └── Forbidden       refused by rule: a predefined or in-use network   (HTTP 403)
     ├── Unavailable         a peer (registry, daemon) cannot be reached       (HTTP 503)
     └── SystemError_        the kernel or the machine refused                 (HTTP 500)
 
@@ -34,6 +35,13 @@ class InvalidArgument(PyrtError):
 
 class FailedPrecondition(PyrtError):
     http_status = 409
+
+
+class Forbidden(FailedPrecondition):
+    """Docker's 403: the operation is refused on that object (a predefined network, a
+    network with active endpoints)."""
+
+    http_status = 403
 
 
 class Unavailable(PyrtError):

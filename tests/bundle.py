@@ -343,12 +343,53 @@ def processes_referencing(roots: list[str], cgroup_marker: str | None) -> list[P
     return out
 
 
+def pyrt_links() -> dict[str, str]:
+    """Network links pyrt made (bridges, host ends of veths): name -> owner, from their
+    ifalias "pyrt:<engine root>"."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/sys/class/net"):
+            try:
+                with open(f"/sys/class/net/{name}/ifalias") as f:
+                    alias = f.read().strip()
+            except OSError:
+                continue
+            if alias.startswith("pyrt:"):
+                out[name] = alias[5:]
+    return out
+
+
+def pyrt_nft_tables() -> dict[str, str]:
+    """nftables tables pyrt made: "ip <name>" -> owner, from their comment "pyrt:<root>"."""
+    import re
+
+    out: dict[str, str] = {}
+    try:
+        listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                                timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return out
+    for line in listed.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != "table":
+            continue
+        text = subprocess.run(["nft", "list", "table", parts[1], parts[2]], capture_output=True,
+                              text=True, timeout=10).stdout
+        m = re.search(r'^\s*comment "pyrt:([^"]*)"', text, re.MULTILINE)
+        if m:
+            out[f"{parts[1]} {parts[2]}"] = m.group(1)
+    return out
+
+
 @dataclass
 class Snapshot:
     mounts: set[tuple[str, str, str]]
     cgroups: set[str]
     pids: set[int]
     loops: set[tuple[str, str]] = field(default_factory=set)
+    links: set[str] = field(default_factory=set)
+    nft_tables: set[str] = field(default_factory=set)
+
 
 
 def loop_devices() -> set[tuple[str, str]]:
@@ -386,6 +427,8 @@ class LeakScanner:
             cgroups=cgroup_dirs_named(self.marker),
             pids={p.pid for p in processes_referencing(self.roots, self.cgroup_marker)},
             loops=loop_devices(),
+            links=set(pyrt_links()),
+            nft_tables=set(pyrt_nft_tables()),
         )
 
     def take_baseline(self) -> None:
@@ -419,12 +462,25 @@ class LeakScanner:
             if p.pid not in base
         ]
 
+    def leaked_links(self) -> list[str]:
+        """Bridges and veths an engine under one of the roots made and left."""
+        base = self.baseline.links if self.baseline else set()
+        return sorted(f"{name} (made by {owner})" for name, owner in pyrt_links().items()
+                      if name not in base and self._under_root(owner))
+
+    def leaked_nft_tables(self) -> list[str]:
+        base = self.baseline.nft_tables if self.baseline else set()
+        return sorted(f"{name} (made by {owner})" for name, owner in pyrt_nft_tables().items()
+                      if name not in base and self._under_root(owner))
+
     def all_leaks(self) -> dict[str, list[str]]:
         return {
             "mounts": self.leaked_mounts(),
             "cgroups": self.leaked_cgroups(),
             "processes": self.leaked_processes(),
             "loop devices": self.leaked_loops(),
+            "links": self.leaked_links(),
+            "nft tables": self.leaked_nft_tables(),
             "forced cleanups": list(self.forced_cleanups),
         }
 

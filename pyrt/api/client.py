@@ -620,6 +620,50 @@ class Client:
         finally:
             resp.close()
 
+    # -- networks --------------------------------------------------------------------------
+
+    def networks(self, filters: Mapping[str, list[str]] | None = None
+                 ) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/networks",
+                               {"filters": dict(filters) if filters else None}))
+
+    def inspect_network(self, net: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/networks/{net}"))
+
+    def create_network(self, name: str, *, driver: str = "bridge", subnet: str = "",
+                       gateway: str = "", ip_range: str = "", internal: bool = False,
+                       attachable: bool = False, options: Mapping[str, str] | None = None,
+                       labels: Mapping[str, str] | None = None) -> str:
+        """docker network create; the network's id."""
+        cfg = {k: v for k, v in (("Subnet", subnet), ("Gateway", gateway),
+                                 ("IPRange", ip_range)) if v}  # fmt: skip
+        body = {"Name": name, "Driver": driver, "Internal": internal, "Attachable": attachable,
+                "Options": dict(options or {}), "Labels": dict(labels or {}),
+                "IPAM": {"Driver": "default", "Config": [cfg] if cfg else []}}  # fmt: skip
+        return str(self._json("POST", "/networks/create", body=body)["Id"])
+
+    def remove_network(self, net: str) -> None:
+        self._json("DELETE", f"/networks/{net}")
+
+    def connect_network(self, net: str, container: str, aliases: list[str] | None = None,
+                        ip: str = "") -> None:
+        cfg: dict[str, Any] = {}
+        if aliases:
+            cfg["Aliases"] = list(aliases)
+        if ip:
+            cfg["IPAMConfig"] = {"IPv4Address": ip}
+        self._json("POST", f"/networks/{net}/connect",
+                   body={"Container": container, "EndpointConfig": cfg})
+
+    def disconnect_network(self, net: str, container: str, force: bool = False) -> None:
+        self._json("POST", f"/networks/{net}/disconnect",
+                   body={"Container": container, "Force": force})
+
+    def prune_networks(self, filters: Mapping[str, list[str]] | None = None
+                       ) -> dict[str, Any]:
+        return dict(self._json("POST", "/networks/prune",
+                               {"filters": dict(filters) if filters else None}))
+
 
 def demux(read: Any, multiplexed: bool) -> Iterator[tuple[int, bytes]]:
     """(stream, data) from a reader (read(n) -> bytes): docker's 8-byte frames

@@ -5,7 +5,7 @@
     error_for_status(404, "No such image: x")   # NotFound(...)
 
 The mapping follows the error tree of pyrt.errors: NotFound 404, Conflict and
-FailedPrecondition 409, InvalidArgument 400, Unavailable 503, anything else 500. The
+FailedPrecondition 409 (Forbidden 403), InvalidArgument 400, Unavailable 503, anything else 500. The
 server adds two of its own: a route that does not exist (404 "page not found") and a
 body too large for its route (413).
 """
@@ -17,6 +17,7 @@ import json
 from pyrt.errors import (
     Conflict,
     FailedPrecondition,
+    Forbidden,
     InvalidArgument,
     NotFound,
     PyrtError,
@@ -53,6 +54,8 @@ def status_of(exc: BaseException) -> int:
         return exc.status
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, Forbidden):
+        return 403
     if isinstance(exc, Conflict | FailedPrecondition):
         return 409
     if isinstance(exc, InvalidArgument):
@@ -79,6 +82,8 @@ def error_for_status(status: int, message: str) -> PyrtError:
         return NotFound(message)
     if status == 409:
         return Conflict(message)
+    if status == 403:
+        return Forbidden(message)
     if status in (400, 413):
         return InvalidArgument(message)
     if status == 503:

@@ -77,8 +77,10 @@ def create(req: Request) -> Response:
     from pyrt.containers.options import parse_create_body
 
     name = query_str(req.query, "name") or None
-    config, host = parse_create_body(req.json("container create"))
-    cid = _svc(req).create(config, host, name)
+    body = req.json("container create")
+    config, host = parse_create_body(body)
+    networking = body.get("NetworkingConfig") if isinstance(body, dict) else None
+    cid = _svc(req).create(config, host, name, networking_config=networking)
     return json_response({"Id": cid, "Warnings": []}, 201)
 
 

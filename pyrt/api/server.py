@@ -66,7 +66,8 @@ log = logging.getLogger("pyrt.api")
 #: the modules whose routes a daemon serves; each has register(router). A module not
 #: (yet) in the tree is left out: each resource's routes land with their service.
 ROUTE_MODULES = ("pyrt.api.routes_system", "pyrt.api.routes_images",
-                 "pyrt.api.routes_containers", "pyrt.api.routes_volumes")
+                 "pyrt.api.routes_containers", "pyrt.api.routes_volumes",
+                 "pyrt.api.routes_networks")
 DEFAULT_IDLE_TIMEOUT = 300.0
 _DRAIN_LIMIT = 1 << 20
 

@@ -80,6 +80,12 @@ RUN_OPTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("memory", ("-m", "--memory"), "str"),
     ("detach_keys", ("--detach-keys",), "str"),
     ("quiet", ("-q", "--quiet"), "flag"),
+    ("network", ("--network", "--net"), "str"),
+    ("publish", ("-p", "--publish"), "list"),
+    ("publish_all", ("-P", "--publish-all"), "flag"),
+    ("ip", ("--ip",), "str"),
+    ("network_alias", ("--network-alias",), "list"),
+    ("dns", ("--dns",), "list"),
 )
 
 
@@ -166,7 +172,7 @@ def _exit(code: int | None) -> None:
         raise typer.Exit(code)
 
 
-_GROUPS = ("system", "image", "container", "daemon", "volume")
+_GROUPS = ("system", "image", "container", "daemon", "volume", "network")
 
 
 def invoked(args: list[str]) -> tuple[str | None, str | None]:
@@ -250,6 +256,7 @@ def build_app(args: list[str] | None = None) -> Any:
     container_app = group("container", "Manage containers")
     daemon_app = group("daemon", "Start, stop and check the local pyrtd")
     volume_app = group("volume", "Manage volumes")
+    network_app = group("network", "Manage networks")
 
     @app.callback()
     def root(host: str | None = Opt(None, "-H", "--host", envvar="PYRT_HOST",
@@ -416,14 +423,22 @@ def build_app(args: list[str] | None = None) -> Any:
             volumes_from: list[str] | None = Opt(None, "--volumes-from"),
             memory: str | None = Opt(None, "-m", "--memory"),
             detach_keys: str | None = Opt(None, "--detach-keys"),
-            quiet: bool = Opt(False, "-q", "--quiet", help="Suppress the pull output")
+            quiet: bool = Opt(False, "-q", "--quiet", help="Suppress the pull output"),
+            network: str | None = Opt(None, "--network", "--net"),
+            publish: list[str] | None = Opt(None, "-p", "--publish"),
+            publish_all: bool = Opt(False, "-P", "--publish-all"),
+            ip: str | None = Opt(None, "--ip"),
+            network_alias: list[str] | None = Opt(None, "--network-alias"),
+            dns: list[str] | None = Opt(None, "--dns"),
             ) -> None:
         _exit(invoke_run(image=image, command=command, detach=detach, rm=rm, name=name,
                          interactive=interactive, tty=tty, detach_keys=detach_keys,
                          quiet=quiet, env=env, env_file=env_file, workdir=workdir,
                          user=user, entrypoint=entrypoint, label=label, hostname=hostname,
                          restart=restart, volume=volume, memory=memory, mount=mount,
-                         tmpfs=tmpfs, volumes_from=volumes_from))
+                         tmpfs=tmpfs, volumes_from=volumes_from, network=network,
+                         publish=publish, publish_all=publish_all, ip=ip,
+                         network_alias=network_alias, dns=dns))
 
     def create(image: str = Arg(..., metavar="IMAGE"),
                command: list[str] | None = Arg(None, metavar="[COMMAND] [ARG...]"),
@@ -440,11 +455,18 @@ def build_app(args: list[str] | None = None) -> Any:
                mount: list[str] | None = Opt(None, "--mount"),
                tmpfs: list[str] | None = Opt(None, "--tmpfs"),
                volumes_from: list[str] | None = Opt(None, "--volumes-from"),
-               quiet: bool = Opt(False, "-q", "--quiet")) -> None:
+               quiet: bool = Opt(False, "-q", "--quiet"),
+               network: str | None = Opt(None, "--network", "--net"),
+               publish: list[str] | None = Opt(None, "-p", "--publish"),
+               publish_all: bool = Opt(False, "-P", "--publish-all"),
+               ip: str | None = Opt(None, "--ip"),
+               network_alias: list[str] | None = Opt(None, "--network-alias"),
+               dns: list[str] | None = Opt(None, "--dns")) -> None:
         ct.create_command(image, command or [], name, quiet, env=env, workdir=workdir,
                           user=user, entrypoint=entrypoint, tty=tty, interactive=interactive,
                           labels=label, rm=rm, volumes=volume, mount=mount, tmpfs=tmpfs,
-                          volumes_from=volumes_from)
+                          volumes_from=volumes_from, network=network, publish=publish,
+                          publish_all=publish_all, ip=ip, network_alias=network_alias, dns=dns)
 
     def ps(all_: bool = Opt(False, "-a", "--all", help="Show all containers"),
            quiet: bool = Opt(False, "-q", "--quiet", help="Only display container IDs"),
@@ -698,6 +720,11 @@ def build_app(args: list[str] | None = None) -> Any:
     app.add_typer(container_app, name="container")
     app.add_typer(daemon_app, name="daemon")
     app.add_typer(volume_app, name="volume")
+    if app.wanted("network"):
+        from pyrt.cli import networks as nw
+
+        nw.register(network_app)
+    app.add_typer(network_app, name="network")
     return root_app
 
 

@@ -66,7 +66,11 @@ def build_config(image: str, command: list[str], *, env: list[str] | None = None
                  volumes: list[str] | None = None, memory: str | None = None,
                  stop_signal: str | None = None, attach: bool = True,
                  mount: list[str] | None = None, tmpfs: list[str] | None = None,
-                 volumes_from: list[str] | None = None) -> dict[str, Any]:
+                 volumes_from: list[str] | None = None,
+                 network: str | None = None, publish: list[str] | None = None,
+                 publish_all: bool = False, ip: str | None = None,
+                 network_alias: list[str] | None = None, dns: list[str] | None = None
+                 ) -> dict[str, Any]:
     """The POST /containers/create body of docker's flags."""
     envs: list[str] = []
     for path in env_file or []:
@@ -122,6 +126,14 @@ def build_config(image: str, command: list[str], *, env: list[str] | None = None
         config["Hostname"] = hostname
     if stop_signal:
         config["StopSignal"] = stop_signal
+    from pyrt.cli.networks import network_options
+
+    net_cfg, net_host, networking = network_options(publish, publish_all, network, ip,
+                                                    network_alias, dns)  # fmt: skip
+    config.update(net_cfg)
+    host.update(net_host)
+    if networking:
+        config["NetworkingConfig"] = networking
     return config
 
 

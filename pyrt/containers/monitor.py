@@ -147,6 +147,8 @@ class Monitor:
                 error = "the container's shim died without an exit record"
             with contextlib.suppress(PyrtError, OSError):
                 svc.runtime.delete(cid, force=True)
+            if svc.networks is not None:  # Docker releases the addresses at exit
+                svc.networks.teardown(cid)
             removing = rec.state == "removing"
             cols: dict[str, Any] = {"exit_code": code, "oom_killed": int(oom), "pid": 0,
                                     "finished_at": when, "error": error}  # fmt: skip

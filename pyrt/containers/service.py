@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from pyrt.images.models import Image
     from pyrt.images.service import ImageService
     from pyrt.metadata.db import Database
+    from pyrt.networks.service import NetworkService
     from pyrt.runtime.runtime import Runtime
     from pyrt.snapshots.service import SnapshotService
     from pyrt.volumes.service import VolumeService
@@ -184,6 +185,7 @@ class ContainerService:
         self.monitor: Monitor = Monitor(self)
         # the mounts of containers (volumes, binds, tmpfs): pyrt.volumes
         self.volumes = volumes if volumes is not None else VolumeService(root, events=events)
+        self.networks: NetworkService | None = None  # the Engine sets it
 
     # ------------------------------------------------------------------ plumbing
 
@@ -283,7 +285,8 @@ class ContainerService:
 
     def create(self, config: ContainerConfig | Mapping[str, Any],
                host_config: HostConfig | Mapping[str, Any] | None = None,
-               name: str | None = None) -> str:
+               name: str | None = None,
+               networking_config: Mapping[str, Any] | None = None) -> str:
         """Create a container; its 64-hex id. NotFound "No such image: x" when the image is
         not here (the caller pulls), Conflict for a name in use, InvalidArgument for bad
         options; nothing is left behind on failure."""
@@ -295,6 +298,11 @@ class ContainerService:
             host_config = HostConfig.from_api(dict(host_config))
         if not config.Image:
             raise InvalidArgument("Image: an image is required")
+        if self.networks is not None:
+            from dataclasses import replace
+
+            host_config = replace(host_config,
+                                  NetworkMode=self.networks.network_mode(host_config.NetworkMode))
         if name:
             name = validate_name(name)
         log_options(host_config)  # refuse a bad LogConfig before any work
@@ -327,14 +335,15 @@ class ContainerService:
                 if given is not None:
                     raise self._name_conflict(name) from None
         try:
-            self._build(rec, image)
+            self._build(rec, image, networking_config)
         except BaseException:
             self._discard(cid)
             raise
         self._publish(rec, "create")
         return cid
 
-    def _build(self, rec: ContainerRecord, image: Image) -> None:
+    def _build(self, rec: ContainerRecord, image: Image,
+               networking: Mapping[str, Any] | None = None) -> None:
         from pyrt.containers.etcfiles import write_etc_files
         from pyrt.containers.specgen import generate_spec
         from pyrt.runtime.state import atomic_write
@@ -358,6 +367,7 @@ class ContainerService:
 
             init_path = str(find_init())
         image_cfg = json.loads(image.config_json).get("config") or {}
+        ns_paths = self.networks.prepare(rec.id, host, networking) if self.networks else {}
         merged_cfg = cfg
         if cfg.Healthcheck is None and image_cfg.get("Healthcheck"):
             pass  # the image's healthcheck is merged when the monitor runs it
@@ -367,7 +377,7 @@ class ContainerService:
         spec = generate_spec(
             container_id=rec.id, image_config=image_cfg, config=merged_cfg, host=host,
             root_path=str(p.merged), etc_files=etc, init_path=init_path,
-            cgroup_parent=self.cgroup_parent, mounts_extra=mounts,
+            cgroup_parent=self.cgroup_parent, mounts_extra=mounts, namespace_paths=ns_paths,
         )  # fmt: skip
         p.bundle.mkdir(mode=0o700)
         atomic_write(str(p.bundle / "config.json"), json.dumps(spec).encode(), 0o600,
@@ -383,6 +393,8 @@ class ContainerService:
         p = self.paths(cid)
         with contextlib.suppress(PyrtError, OSError):
             self.runtime.delete(cid, force=True)
+        if self.networks is not None:
+            self.networks.teardown(cid)
         for target in mounts_under(p.root) if p.root.exists() else []:
             with contextlib.suppress(PyrtError):
                 _umount(Path(target))
@@ -418,9 +430,13 @@ class ContainerService:
         shutil.rmtree(p.shim, ignore_errors=True)
         p.shim.mkdir(mode=0o700, parents=True)
         started = now_rfc3339()
+        if self.networks is not None:
+            self.networks.setup(rec, p.etc)
         try:
             pid = self._spawn(rec, p)
         except SystemError_ as e:
+            if self.networks is not None:
+                self.networks.teardown(rec.id)
             code = {2: 127, 13: 126}.get(e.errno or 0, 128)
             msg = str(e)
             self._update(rec.id, exit_code=code, error=msg,
@@ -435,6 +451,8 @@ class ContainerService:
         except BaseException:
             with contextlib.suppress(PyrtError, OSError):
                 self.runtime.delete(rec.id, force=True)
+            if self.networks is not None:
+                self.networks.teardown(rec.id)
             raise
         cols: dict[str, Any] = {
             "state": "running", "pid": pid, "started_at": started, "exit_code": 0,
@@ -788,7 +806,7 @@ class ContainerService:
             },
             "Mounts": self.volumes.mount_points(rec.id),
             "Config": config,
-            "NetworkSettings": {
+            "NetworkSettings": self.networks.settings(rec) if self.networks else {
                 "Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {},
                 "SandboxKey": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
                 "MacAddress": "", "Networks": {},
@@ -870,6 +888,9 @@ class ContainerService:
             "NetworkSettings": {"Networks": {}},
             "Mounts": self.volumes.mount_points(rec.id),
         }
+        if self.networks is not None:
+            summary["Ports"], summary["NetworkSettings"]["Networks"] = \
+                self.networks.summary(rec)  # fmt: skip
         if size:
             upper = self.paths(rec.id).upper
             summary["SizeRw"] = _du(upper)

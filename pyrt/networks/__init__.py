@@ -1,1 +1,2 @@
-"""Container networks: bridge driver, IPAM, nftables, the embedded DNS server."""
+"""Container networks: bridge driver, IPAM, nftables, the embedded DNS server (see
+pyrt.networks.service)."""

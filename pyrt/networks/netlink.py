@@ -1,0 +1,348 @@
+"""Links, addresses, routes and network namespaces through netlink (pyroute2).
+
+    links = NetlinkDriver()
+    links.create_netns("/run/pyrt/netns/<cid>")          # a pinned, empty namespace
+    links.ensure_bridge("pyrt0", "10.210.0.1", 24, mtu=0)
+    links.add_endpoint(EndpointLink(netns="/run/pyrt/netns/<cid>", host_ifname="pv1234",
+                                    ifname="eth0", bridge="pyrt0", mac="02:42:0a:d2:00:02",
+                                    address="10.210.0.2", prefixlen=24, gateway="10.210.0.1"))
+    links.delete_link("pv1234")                           # both ends of the veth go
+    links.delete_netns("/run/pyrt/netns/<cid>")
+
+All the work runs on one thread of the driver's own. pyroute2 0.9 keeps an event loop and
+a socket per calling thread (and refuses a given socket on another thread), and setns(2)
+or unshare(2) change only the calling thread's namespace: one owner thread keeps the host
+socket open across calls (no socket set-up per container) and lets that thread step into
+a namespace for a moment (create a socket there, step back) without forking. A netns is
+made with unshare(CLONE_NEWNET) on that thread and pinned by bind-mounting
+/proc/thread-self/ns/net onto a file; the thread then returns to the host's namespace.
+
+pyroute2 is imported on that thread, at the first call: nothing imports it on the CLI's
+path or when no network work happens.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import errno as _errno
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from pyrt.errors import PyrtError, SystemError_
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MNT_DETACH = 2
+SIOCSIFFLAGS = 0x8914
+IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
+
+
+@dataclass(frozen=True)
+class EndpointLink:
+    """One veth pair: `host_ifname` on `bridge`, `ifname` in the namespace at `netns`."""
+
+    netns: str
+    host_ifname: str
+    ifname: str
+    bridge: str
+    mac: str
+    address: str
+    prefixlen: int
+    gateway: str | None  # the default route through it, or None (internal, or not the first)
+    mtu: int = 0
+    alias: str = ""  # the host end's ifalias: who made it ("pyrt:<engine root>")
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    name: str
+    kind: str  # "bridge", "veth", "" ...
+    master: str  # the bridge it is a port of, or ""
+
+
+class LinkDriver(Protocol):
+    """The netlink seam of the network service (NetlinkDriver; tests' FakeLinks)."""
+
+    def create_netns(self, path: str) -> None: ...
+    def delete_netns(self, path: str) -> None: ...
+    def ensure_bridge(self, name: str, gateway: str, prefixlen: int, mtu: int = 0,
+                      alias: str = "") -> None: ...
+    def delete_bridge(self, name: str) -> None: ...
+    def add_endpoint(self, ep: EndpointLink) -> None: ...
+    def delete_link(self, name: str) -> None: ...
+    def links(self) -> list[LinkInfo]: ...
+    def host_networks(self) -> list[ipaddress.IPv4Network]: ...
+    def close(self) -> None: ...
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _oserr(what: str) -> SystemError_:
+    err = ctypes.get_errno()
+    return SystemError_(f"{what}: {os.strerror(err)}", err)
+
+
+def _loopback_up() -> None:
+    """lo up in the calling thread's namespace: one ioctl, no netlink socket needed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sH14s", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING, b"")
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, ifr)
+
+
+def _sysctl(path: str, value: str) -> None:
+    with contextlib.suppress(OSError):
+        with open(path) as f:
+            if f.read().strip() == value:
+                return
+        with open(path, "w") as f:
+            f.write(value)
+
+
+def is_netns_mount(path: str) -> bool:
+    """Whether `path` is a bind mount of a network namespace (an nsfs file)."""
+    target = os.path.abspath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target and "nsfs" in line.split(" - ", 1)[-1].split()[0]:
+                return True
+    return False
+
+
+class NetlinkDriver:
+    """LinkDriver on the real kernel (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pyrt-netlink")
+        self._ipr: Any = None
+        self._host_fd = -1
+        self._libc: ctypes.CDLL | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- the owner thread ------------------------------------------------------------
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._closed:
+                raise SystemError_("the netlink driver is closed")
+            fut = self._pool.submit(self._on_thread, fn, *args)
+        return fut.result()
+
+    def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+
+            self._libc = _libc()
+            self._host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            self._ipr = IPRoute()
+        try:
+            return fn(*args)
+        except PyrtError:
+            raise
+        except OSError as e:
+            raise SystemError_(f"netlink: {fn.__name__.strip('_')}: {e.strerror or e}",
+                               e.errno) from None  # fmt: skip
+        except Exception as e:  # pyroute2's NetlinkError carries the errno as .code
+            code = getattr(e, "code", None)
+            msg = os.strerror(code) if isinstance(code, int) and code > 0 else str(e)
+            raise SystemError_(f"netlink: {fn.__name__.strip('_')}: {msg}", code) from None
+
+    def _setns(self, fd: int) -> None:
+        assert self._libc is not None
+        if self._libc.setns(fd, CLONE_NEWNET) != 0:
+            raise _oserr("setns")
+
+    def _ns_socket(self, path: str) -> socket.socket:
+        """A NETLINK_ROUTE socket in the namespace at `path` (made there, then back home)."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._setns(fd)
+        finally:
+            os.close(fd)
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
+        finally:
+            self._setns(self._host_fd)
+
+    def _index(self, name: str) -> int | None:
+        found = self._ipr.link_lookup(ifname=name)
+        return int(found[0]) if found else None
+
+    # -- namespaces ------------------------------------------------------------------
+
+    def create_netns(self, path: str) -> None:
+        self._run(self._create_netns, path)
+
+    def _create_netns(self, path: str) -> None:
+        assert self._libc is not None
+        os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
+        os.close(fd)
+        if self._libc.unshare(CLONE_NEWNET) != 0:
+            e = _oserr(f"unshare a network namespace for {path}")
+            os.unlink(path)
+            raise e
+        try:
+            if self._libc.mount(b"/proc/thread-self/ns/net", path.encode(), None, MS_BIND,
+                                None) != 0:  # fmt: skip
+                e = _oserr(f"pin the network namespace at {path}")
+                os.unlink(path)
+                raise e
+            _loopback_up()
+        finally:
+            self._setns(self._host_fd)
+
+    def delete_netns(self, path: str) -> None:
+        libc = _libc()
+        if libc.umount2(path.encode(), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err not in (_errno.EINVAL, _errno.ENOENT):
+                raise SystemError_(f"unpin the network namespace {path}: {os.strerror(err)}",
+                                   err)  # fmt: skip
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    # -- bridges and endpoints ---------------------------------------------------------
+
+    def ensure_bridge(self, name: str, gateway: str, prefixlen: int, mtu: int = 0,
+                      alias: str = "") -> None:
+        """The bridge with the gateway address, up (made when missing). `alias` goes to
+        its ifalias, so whoever finds it knows which engine made it."""
+        self._run(self._ensure_bridge, name, gateway, prefixlen, mtu, alias)
+
+    def _ensure_bridge(self, name: str, gateway: str, prefixlen: int, mtu: int, alias: str
+                       ) -> None:
+        ipr = self._ipr
+        idx = self._index(name)
+        if idx is None:
+            mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
+            attrs: dict[str, Any] = {"ifname": name, "kind": "bridge", "address": mac}
+            if mtu:
+                attrs["mtu"] = mtu
+            ipr.link("add", **attrs)
+            idx = self._index(name)
+            assert idx is not None
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx)}
+        if (gateway, prefixlen) not in have:
+            ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
+        # published ports reach containers from 127.0.0.1 (DNAT in output, then masquerade)
+        _sysctl(f"/proc/sys/net/ipv4/conf/{name}/route_localnet", "1")
+        _sysctl("/proc/sys/net/ipv4/ip_forward", "1")  # as Docker: bridges route
+        ipr.link("set", index=idx, state="up", **({"ifalias": alias} if alias else {}))
+
+    def delete_bridge(self, name: str) -> None:
+        self.delete_link(name)
+
+    def add_endpoint(self, ep: EndpointLink) -> None:
+        self._run(self._add_endpoint, ep)
+
+    def _add_endpoint(self, ep: EndpointLink) -> None:
+        from pyroute2 import IPRoute
+
+        ipr = self._ipr
+        br = self._index(ep.bridge)
+        if br is None:
+            raise SystemError_(f"bridge {ep.bridge} does not exist")
+        fd = os.open(ep.netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            peer: dict[str, Any] = {"ifname": ep.ifname, "net_ns_fd": fd, "address": ep.mac}
+            attrs: dict[str, Any] = {"ifname": ep.host_ifname, "kind": "veth", "peer": peer}
+            if ep.mtu:
+                peer["mtu"] = attrs["mtu"] = ep.mtu
+            ipr.link("add", **attrs)
+        finally:
+            os.close(fd)
+        try:
+            ipr.link("set", ifname=ep.host_ifname, master=br, state="up",
+                     **({"ifalias": ep.alias} if ep.alias else {}))
+            ns = IPRoute(use_socket=self._ns_socket(ep.netns))
+            try:
+                idx = ns.link_lookup(ifname=ep.ifname)[0]
+                ns.addr("add", index=idx, address=ep.address, prefixlen=ep.prefixlen)
+                ns.link("set", index=idx, state="up")
+                if ep.gateway:
+                    ns.route("add", dst="0.0.0.0/0", gateway=ep.gateway)
+            finally:
+                ns.close()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                ipr.link("del", ifname=ep.host_ifname)
+            raise
+
+    def delete_link(self, name: str) -> None:
+        self._run(self._delete_link, name)
+
+    def _delete_link(self, name: str) -> None:
+        idx = self._index(name)
+        if idx is None:
+            return
+        try:
+            self._ipr.link("del", index=idx)
+        except Exception as e:
+            if getattr(e, "code", None) != _errno.ENODEV:
+                raise
+
+    def links(self) -> list[LinkInfo]:
+        return self._run(self._links)
+
+    def _links(self) -> list[LinkInfo]:
+        raw = list(self._ipr.get_links())
+        names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in raw}
+        out = []
+        for m in raw:
+            info = m.get_attr("IFLA_LINKINFO")
+            kind = str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+            master = m.get_attr("IFLA_MASTER")
+            out.append(LinkInfo(str(m.get_attr("IFLA_IFNAME")), kind,
+                                names.get(int(master), "") if master else ""))  # fmt: skip
+        return out
+
+    def host_networks(self) -> list[ipaddress.IPv4Network]:
+        """What the host routes or has addresses in (IPv4): subnets to keep clear of."""
+        return self._run(self._host_networks)
+
+    def _host_networks(self) -> list[ipaddress.IPv4Network]:
+        out: set[ipaddress.IPv4Network] = set()
+        for r in self._ipr.get_routes(family=socket.AF_INET):
+            dst = r.get_attr("RTA_DST")
+            if dst and r["dst_len"] > 0 and r.get_attr("RTA_TABLE") in (254, None):
+                out.add(ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
+        for a in self._ipr.get_addr(family=socket.AF_INET):
+            addr = a.get_attr("IFA_ADDRESS")
+            if addr and not addr.startswith("127."):
+                out.add(ipaddress.IPv4Network(f"{addr}/{a['prefixlen']}", strict=False))
+        return sorted(out)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            fut = self._pool.submit(self._close_on_thread)
+        with contextlib.suppress(Exception):
+            fut.result()
+        self._pool.shutdown(wait=True)
+
+    def _close_on_thread(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+        if self._host_fd >= 0:
+            os.close(self._host_fd)
+            self._host_fd = -1
+
+
+__all__ = ["EndpointLink", "LinkDriver", "LinkInfo", "NetlinkDriver", "is_netns_mount"]
