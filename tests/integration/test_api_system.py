@@ -39,8 +39,8 @@ class PyrtdProcess:
                  wait: bool = True) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
-        if not (tmp / "daemon.json").exists():
-            (tmp / "daemon.json").write_text("{}")
+        if not (tmp / "daemon.json").exists():  # containers never ask the host's nameserver
+            (tmp / "daemon.json").write_text('{"dns": ["127.0.0.1"]}')
         self.shared_sock = sock is not None
         self.sock = sock or Path(f"/tmp/pyrtd-test-{uuid.uuid4().hex[:10]}.sock")
         self.data_root = tmp / "root"
