@@ -147,8 +147,6 @@ class Monitor:
                 error = "the container's shim died without an exit record"
             with contextlib.suppress(PyrtError, OSError):
                 svc.runtime.delete(cid, force=True)
-            if svc.networks is not None:  # Docker releases the addresses at exit
-                svc.networks.teardown(cid)
             removing = rec.state == "removing"
             cols: dict[str, Any] = {"exit_code": code, "oom_killed": int(oom), "pid": 0,
                                     "finished_at": when, "error": error}  # fmt: skip
@@ -158,6 +156,8 @@ class Monitor:
                 restart = not reconciling and should_restart(rec, code)
                 cols["state"] = "restarting" if restart else "exited"
             svc._update(cid, **cols)
+            if svc.networks is not None:  # Docker releases the addresses at exit
+                svc.networks.teardown(cid)
             if oom:
                 svc._publish(rec, "oom")
             svc._publish(rec, "die", exitCode=str(code))

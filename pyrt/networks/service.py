@@ -816,10 +816,11 @@ class NetworkService:
         if self._dns is None:
             factory = self._dns_factory
             if factory is None:
-                import importlib  # pyrt.networks.dns: the embedded server (its own module)
+                from pyrt.networks.dns import EmbeddedDNS
 
-                factory = importlib.import_module("pyrt.networks.dns").EmbeddedDNS
-            self._dns = factory(self.resolve_name, self.dns_upstreams)
+                factory = EmbeddedDNS
+            self._dns = factory(self.resolve_name, self.dns_upstreams,
+                                reverse=self.resolve_address)
         return self._dns
 
     def _dns_add(self, cid: str) -> None:
@@ -827,12 +828,7 @@ class NetworkService:
                 if e.ip_address]  # fmt: skip
         if not any(n is not None and n.is_user for n in nets) or cid in self._dns_members:
             return
-        try:
-            server = self._dns_server()
-        except ModuleNotFoundError as e:  # a tree without the embedded DNS: no names
-            log.warning("embedded DNS unavailable (%s): containers find no names", e)
-            return
-        server.add_container(cid, self.netns_path(cid))
+        self._dns_server().add_container(cid, self.netns_path(cid))
         self._dns_members.add(cid)
 
     def _dns_remove(self, cid: str) -> None:
@@ -859,6 +855,17 @@ class NetworkService:
             if name in names and r["ip_address"] not in out:
                 out.append(str(r["ip_address"]))
         return out or None
+
+    def resolve_address(self, cid: str, address: str) -> builtins.list[str] | None:
+        """PTR answers: "<name>.<network>" of a container sharing a user network with
+        `cid` that has `address`."""
+        rows = self.db.query(
+            "SELECT c.name, n.name AS nname FROM endpoints e1 JOIN endpoints e2 ON "
+            "e2.network_id = e1.network_id JOIN networks n ON n.id = e1.network_id JOIN "
+            "containers c ON c.id = e2.container_id WHERE e1.container_id = ? AND "
+            "e1.ip_address != '' AND e2.ip_address = ? AND n.predefined = 0",
+            (cid, address))  # fmt: skip
+        return [f"{r['name']}.{r['nname']}" for r in rows] or None
 
     # -- inspect ------------------------------------------------------------------------
 

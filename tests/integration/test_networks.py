@@ -137,7 +137,9 @@ def start(engine: Engine, cmd: str, name: str | None = None, *,
 
 
 def run(engine: Engine, cmd: str, **kw: Any) -> tuple[int, str]:
-    cid = start(engine, cmd, **kw)
+    # `; exit $?`: sh must not exec the last command as pid 1 (busybox `timeout` signals
+    # the process it runs, and pid 1 of a namespace ignores SIGTERM)
+    cid = start(engine, f"{cmd}; exit $?", **kw)
     code = int(engine.containers.wait(cid, timeout=60)["StatusCode"])
     out = b"".join(e.log for e in engine.containers.logs(cid)).decode()
     engine.containers.remove(cid)
@@ -362,11 +364,19 @@ def test_outbound_nat_to_the_outside(engine: Engine, tmp_path: Path) -> None:
 
 def test_forward_drop_policy_of_docker_does_not_stop_pyrt(engine: Engine, tmp_path: Path
                                                           ) -> None:
-    have = subprocess.run(["nft", "list", "table", "ip", "filter"], capture_output=True)
-    if have.returncode == 0:
-        pytest.skip("an `ip filter` table exists on this host: not the test's to change")
-    subprocess.run(["nft", "add table ip filter; add chain ip filter FORWARD { type filter hook "
-                    "forward priority 0; policy drop; }"], check=True)
+    """Docker's layout, made privately: a forward base chain with policy drop in `ip filter`
+    that jumps to DOCKER-USER first. pyrt's accepts in DOCKER-USER let its traffic pass."""
+    def nft(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["nft", *cmd], capture_output=True, text=True, check=check)
+
+    made_table = nft("list", "table", "ip", "filter", check=False).returncode != 0
+    if not made_table and nft("list", "chain", "ip", "filter", "DOCKER-USER",
+                              check=False).returncode == 0:
+        pytest.skip("a DOCKER-USER chain exists on this host: not the test's to change")
+    drop = "pyrt-test-fwd-" + secrets.token_hex(3)
+    nft("add table ip filter; add chain ip filter DOCKER-USER; add chain ip filter "
+        f"{drop} {{ type filter hook forward priority 0; policy drop; }}; "
+        f"add rule ip filter {drop} jump DOCKER-USER")
     try:
         with Outside(tmp_path) as out:
             engine.networks.create("fwd")
@@ -375,17 +385,28 @@ def test_forward_drop_policy_of_docker_does_not_stop_pyrt(engine: Engine, tmp_pa
             code, text = run(engine, f"nc -w 3 {out.address} {out.port} </dev/null; "
                              f"timeout 3 wget -q -O- {url}", host={"NetworkMode": "fwd"})
             assert code == 0 and "outside" in text and f"hello-{web[:12]}" in text, text
-            rules = subprocess.run(["nft", "list", "chain", "ip", "filter", "FORWARD"],
-                                   capture_output=True, text=True, check=True).stdout
+            rules = nft("list", "chain", "ip", "filter", "DOCKER-USER").stdout
             assert f"pyrt:{engine.networks.firewall.table}:" in rules  # type: ignore[attr-defined]
+            # without them the drop policy stops the same traffic: the test sees the drop
+            nft("flush", "chain", "ip", "filter", "DOCKER-USER")
+            code, text = run(engine, f"nc -w 2 {out.address} {out.port} </dev/null",
+                             host={"NetworkMode": "fwd"})
+            assert code != 0 and "outside" not in text, text
+            engine.networks.create("fwd2")  # a network change puts them back
+            code, text = run(engine, f"nc -w 3 {out.address} {out.port} </dev/null",
+                             host={"NetworkMode": "fwd"})
+            assert code == 0 and "outside" in text, text
             engine.containers.remove(web, force=True)
             engine.networks.remove("fwd")
+            engine.networks.remove("fwd2")
             engine.close()
-            rules = subprocess.run(["nft", "list", "chain", "ip", "filter", "FORWARD"],
-                                   capture_output=True, text=True, check=True).stdout
+            rules = nft("list", "chain", "ip", "filter", "DOCKER-USER").stdout
             assert "pyrt:" not in rules, rules
     finally:
-        subprocess.run(["nft", "delete", "table", "ip", "filter"], check=True)
+        nft("delete", "chain", "ip", "filter", drop, check=False)
+        nft("flush chain ip filter DOCKER-USER; delete chain ip filter DOCKER-USER", check=False)
+        if made_table:
+            nft("delete", "table", "ip", "filter", check=False)
 
 
 def _free_port() -> int:
