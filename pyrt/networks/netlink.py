@@ -258,16 +258,18 @@ class NetlinkDriver:
             raise SystemError_(f"bridge {ep.bridge} does not exist")
         fd = os.open(ep.netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            # the host end is made on the bridge and up in the same message
             peer: dict[str, Any] = {"ifname": ep.ifname, "net_ns_fd": fd, "address": ep.mac}
-            attrs: dict[str, Any] = {"ifname": ep.host_ifname, "kind": "veth", "peer": peer}
+            attrs: dict[str, Any] = {"ifname": ep.host_ifname, "kind": "veth", "peer": peer,
+                                     "master": br, "state": "up"}  # fmt: skip
             if ep.mtu:
                 peer["mtu"] = attrs["mtu"] = ep.mtu
             ipr.link("add", **attrs)
         finally:
             os.close(fd)
         try:
-            ipr.link("set", ifname=ep.host_ifname, master=br, state="up",
-                     **({"ifalias": ep.alias} if ep.alias else {}))
+            if ep.alias:  # (the kernel takes no alias in a newlink message)
+                ipr.link("set", ifname=ep.host_ifname, ifalias=ep.alias)
             ns = IPRoute(use_socket=self._ns_socket(ep.netns))
             try:
                 idx = ns.link_lookup(ifname=ep.ifname)[0]

@@ -767,6 +767,7 @@ class NetworkService:
                         (cid, n.id))  # fmt: skip
         if c["state"] in ("running", "paused"):
             self._refresh_etc(cid)
+            self._dns_add(cid)
         self._publish("disconnect", n, container=cid)
 
     # -- etc files and DNS ---------------------------------------------------------------
@@ -824,11 +825,19 @@ class NetworkService:
         return self._dns
 
     def _dns_add(self, cid: str) -> None:
-        nets = [self._net_row(e.network_id) for e in self._endpoints(container=cid)
-                if e.ip_address]  # fmt: skip
-        if not any(n is not None and n.is_user for n in nets) or cid in self._dns_members:
+        """Register (or update) the container with the embedded DNS: while it is on a user
+        network. Its own --dns servers are its upstreams; on internal networks only, it
+        gets no forwarding at all (names not ours: SERVFAIL)."""
+        nets = [n for n in (self._net_row(e.network_id) for e in self._endpoints(container=cid)
+                            if e.ip_address) if n is not None and n.is_user]  # fmt: skip
+        if not nets:
+            self._dns_remove(cid)
             return
-        self._dns_server().add_container(cid, self.netns_path(cid))
+        row = self.db.query_one("SELECT host_config_json FROM containers WHERE id = ?", (cid,))
+        own = json.loads(row["host_config_json"]).get("Dns") or [] if row is not None else []
+        self._dns_server().add_container(
+            cid, self.netns_path(cid), upstreams=[(str(d), 53) for d in own] or None,
+            forward=any(not n.internal for n in nets))  # fmt: skip
         self._dns_members.add(cid)
 
     def _dns_remove(self, cid: str) -> None:
@@ -956,12 +965,6 @@ class NetworkService:
         report: dict[str, builtins.list[str]] = {"netns": [], "links": [], "restored": []}
         live = {str(r["id"]): r for r in self.db.query(
             "SELECT id, host_config_json FROM containers WHERE state IN ('running', 'paused')")}
-        if self.netns_dir.is_dir():
-            for entry in os.listdir(self.netns_dir):
-                if entry not in live:
-                    with contextlib.suppress(PyrtError, OSError):
-                        self.links.delete_netns(str(self.netns_dir / entry))
-                    report["netns"].append(entry)
         nets = [n for n in self._all() if n.driver == "bridge"]
         bridges = {n.bridge: n for n in nets}
         wanted_links = {e.host_ifname for e in self._endpoints() if e.ip_address
@@ -973,6 +976,13 @@ class NetworkService:
                 with contextlib.suppress(PyrtError):
                     self.links.delete_link(li.name)
                 report["links"].append(li.name)
+        # after the veths: the kernel would take those with the namespace, but later
+        if self.netns_dir.is_dir():
+            for entry in os.listdir(self.netns_dir):
+                if entry not in live:
+                    with contextlib.suppress(PyrtError, OSError):
+                        self.links.delete_netns(str(self.netns_dir / entry))
+                    report["netns"].append(entry)
         self.db.execute("UPDATE endpoints SET ip_address = '', mac_address = '' WHERE "
                         "container_id NOT IN (SELECT id FROM containers WHERE state IN "
                         "('running', 'paused'))")  # fmt: skip
