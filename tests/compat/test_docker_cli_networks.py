@@ -83,7 +83,7 @@ def test_run_on_a_user_network_with_ip_alias_and_names(ctd: CtDaemon) -> None:
     dk(ctd, "run", "-d", "--name", srv, "--network", net, "--ip", f"10.{third}.21.50",
        "--network-alias", "db", IMAGE, "sh", "-c",
        "mkdir /w && echo pong > /w/i && exec busybox httpd -f -p 80 -h /w")
-    assert dk(ctd, "inspect", "-f", f"{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}",
+    assert dk(ctd, "inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}',
               srv).strip() == f"10.{third}.21.50"
     out = ""
     for _ in range(50):
