@@ -391,7 +391,6 @@ class Snapshot:
     nft_tables: set[str] = field(default_factory=set)
 
 
-
 def loop_devices() -> set[tuple[str, str]]:
     """(loop device, backing file) of every loop device in use (volumes of a filesystem
     device are tested on loop devices over image files)."""
