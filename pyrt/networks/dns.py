@@ -343,7 +343,12 @@ def handle_query(msg: bytes, resolve: Lookup, reverse: Lookup | None = None,
         names = reverse(address) if address is not None else None
         if not names:
             return query
-        answers = [ptr_record(n) for n in names]
+        answers = []
+        for n in names:
+            try:
+                answers.append(ptr_record(n))
+            except InvalidArgument as e:
+                log.warning("dns: %s: %s; left out", query.name, e)
     else:
         addresses = resolve(query.name)
         if addresses is None:

@@ -854,3 +854,20 @@ def test_tcp_client_that_does_not_read(netns: Netns) -> None:
         sender.join()
         # every answer came, in order: the length prefix and the id of each
         assert b"".join(got[i : i + 4] for i in range(0, len(got), size + 2)) == want
+
+
+def test_reverse_lookups(netns: Netns, upstream_factory: Upstreams) -> None:
+    up = upstream_factory()
+
+    def reverse(cid: str, address: str) -> list[str] | None:
+        return ["web.mynet"] if (cid, address) == ("c1", "10.89.0.2") else None
+
+    with server([up.endpoint], reverse=reverse) as d:
+        d.add_container("c1", netns.path)
+        r = nslookup(netns, "10.89.0.2")
+        assert r.returncode == 0 and "name = web.mynet" in r.stdout, r
+        assert up.seen == []
+        nslookup(netns, "10.89.0.9")  # not ours: asked upstream
+        assert [q for _, _, q in up.seen] == [
+            wire_name("9.0.89.10.in-addr.arpa") + b"\x00\x0c\x00\x01"
+        ]

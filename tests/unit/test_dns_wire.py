@@ -256,6 +256,11 @@ def test_ptr_answer_and_forward() -> None:
     assert isinstance(other, Query)
     bad = handle_query(query("999.0.88.10.in-addr.arpa", qtype=12), resolve, reverse)
     assert isinstance(bad, Query)
+    # a name that cannot be encoded is left out, not a failure
+    reply = handle_query(
+        query("2.0.88.10.in-addr.arpa", qtype=12), resolve, lambda a: ["x" * 64, "ok.net"]
+    )
+    assert isinstance(reply, bytes) and unpack_header(reply)[3] == 1
 
 
 def test_reverse_address() -> None:
