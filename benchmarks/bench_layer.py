@@ -55,9 +55,9 @@ Targets: unpack ≤ 0.7× tar -xzf, sha256 ≤ 1.05× sha256sum.
 
 Where the time goes (perf record of one unpack of this layer): the reader thread spends
 about 1 s of CPU, igzip inflate ~0.65 s and sha256 of blob + tar (418 MB, SHA-NI) ~0.35 s;
-the extracting thread is ~85% kernel ext4 inode creation (openat O_CREAT, mkdirat); per
+the extracting thread is ~80% kernel ext4 inode creation (openat O_CREAT, mkdirat); per
 regular file it makes ~6 syscalls (openat, write, fchown, fchmod, futimens, close), whose
-metadata part is under 50 ms for all 7000 entries (strace -c). Until igzip, zlib inflate
+metadata part is about 50 ms for all 7000 entries (strace -c). Until igzip, zlib inflate
 (~1.4 s) made the reader the slower stage and the diff id was hashed on the extracting
 thread. tar -xzf pays the same file creation in tar plus ~2.4 s of gzip in its own process,
 so under CPU contention (other work on the 2 cores) its margin shrinks further.
