@@ -20,8 +20,8 @@ Shape:
   query id, and a deadline; a timeout, a refused port or a SERVFAIL/REFUSED/NOTIMP answer
   moves on to the next upstream; when none is left the client gets SERVFAIL.
 - The forwarder runs in the host's network namespace, so it reaches what the host
-  reaches; containers on an `--internal` network still resolve outside names (as with
-  Docker).
+  reaches (loopback resolvers included); a container whose networks are all `--internal`
+  is added with forward=False and gets SERVFAIL for outside names.
 
 Thread safety: add_container, remove_container and close may be called from any thread;
 they hand their work to the server thread and wait for it. `resolve` and `reverse` are
@@ -50,7 +50,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar, cast
 
+from pyrt.containers.etcfiles import host_resolv_conf, is_loopback, parse_resolv_conf
 from pyrt.errors import FailedPrecondition, InvalidArgument, SystemError_
+from pyrt.networks.nft import Nft
 
 log = logging.getLogger("pyrt.networks.dns")
 
@@ -385,65 +387,27 @@ def reply_matches(reply: bytes, upstream_id: int, query: Query) -> bool:
     return same_name and _Q_FIXED.unpack_from(reply, pos) == (query.qtype, query.qclass)
 
 
-# -- resolv.conf --------------------------------------------------------------------------------
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def _nameservers(resolv_text: str) -> list[str]:
-    out = []
-    for line in resolv_text.splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and fields[0] == "nameserver":
-            try:
-                ipaddress.ip_address(fields[1].split("%", 1)[0])
-            except ValueError:
-                continue
-            out.append(fields[1])
-    return out
+# -- upstreams ------------------------------------------------------------------------------------
 
 
 def host_upstreams(resolv_text: str) -> list[tuple[str, int]]:
     """The upstreams to forward to, from the host's resolv.conf text.
 
     The host's nameservers that are not loopback addresses, in the host's order. When the
-    host has only loopback ones (systemd-resolved's 127.0.0.53, a local dnsmasq), those:
-    the forwarder runs in the host's network namespace, where they answer, while Docker,
-    which forwards from inside the container, has to fall back to public servers there.
+    host has only loopback ones (a local dnsmasq; systemd-resolved's stub is already
+    replaced by its upstream list in etcfiles.host_resolv_conf), those: the forwarder runs
+    in the host's network namespace, where they answer, while Docker, which forwards from
+    inside the container, has to fall back to public servers there.
     """
-    servers = _nameservers(resolv_text)
-    outside = [s for s in servers if not _is_loopback(s)]
+    servers = []
+    for ns in parse_resolv_conf(resolv_text).nameservers:
+        try:
+            ipaddress.ip_address(ns.split("%", 1)[0])
+        except ValueError:
+            continue  # what the C library would skip too
+        servers.append(ns)
+    outside = [s for s in servers if not is_loopback(s)]
     return [(s, DNS_PORT) for s in outside or servers]
-
-
-def resolv_conf_for_container(host_resolv_text: str) -> str:
-    """/etc/resolv.conf for a container served by the embedded DNS (as Docker writes it):
-    `nameserver 127.0.0.11`, the host's search domains and options, and `ndots:0` unless
-    the host sets ndots itself."""
-    search: list[str] = []
-    options: list[str] = []
-    for line in host_resolv_text.splitlines():
-        fields = line.split()
-        if not fields:
-            continue
-        if fields[0] in ("search", "domain"):
-            search = fields[1:]  # the last search/domain line wins (resolv.conf(5))
-        elif fields[0] == "options":
-            options += fields[1:]
-    if not any(o.startswith("ndots:") for o in options):
-        options.append("ndots:0")
-    lines = [f"nameserver {DNS_ADDRESS}"]
-    if search:
-        lines.append("search " + " ".join(search))
-    lines.append("options " + " ".join(options))
-    upstreams = " ".join(s for s, _ in host_upstreams(host_resolv_text))
-    lines.append(f"# upstream servers (used by the embedded DNS): {upstreams or 'none'}")
-    return "\n".join(lines) + "\n"
 
 
 # -- network namespaces ---------------------------------------------------------------------------
@@ -489,43 +453,18 @@ def _bind_dns_sockets(port: int) -> tuple[socket.socket, socket.socket]:
     return udp, tcp
 
 
-_nftables: ctypes.CDLL | None = None
-_nftables_lock = threading.Lock()
 NFT_TABLE = "pyrt_dns"
 
 
-def _libnftables() -> ctypes.CDLL:
-    global _nftables
-    with _nftables_lock:  # containers start in parallel
-        if _nftables is None:
-            lib = ctypes.CDLL("libnftables.so.1")
-            lib.nft_ctx_new.restype = ctypes.c_void_p
-            lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-            lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-            lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-            _nftables = lib
-        return _nftables
-
-
 def _nft(commands: str) -> None:
-    """Run nft commands, as one transaction, in this thread's network namespace
-    (libnftables, so no process is started on a container's start path)."""
-    lib = _libnftables()
-    ctx = lib.nft_ctx_new(0)
-    if not ctx:
-        raise OSError(errno.ENOMEM, "nft: cannot make a libnftables context")
+    """Run nft commands, as one transaction, in this thread's network namespace: the
+    libnftables context (and its netlink socket) is made here, so it talks to the
+    namespace this thread is in. No process is started on a container's start path."""
+    nft = Nft()
     try:
-        lib.nft_ctx_buffer_output(ctx)  # keep nft's messages off our stdout/stderr
-        lib.nft_ctx_buffer_error(ctx)
-        if lib.nft_run_cmd_from_buffer(ctx, commands.encode()) != 0:
-            why = lib.nft_ctx_get_error_buffer(ctx) or b"failed"
-            raise OSError(errno.EINVAL, "nft: " + why.decode(errors="replace").strip())
+        nft.run(commands)
     finally:
-        lib.nft_ctx_free(ctx)
+        nft.close()
 
 
 def _redirect_rules(udp_port: int, tcp_port: int, *, replace: bool) -> str:
@@ -559,10 +498,10 @@ def _open_listeners(redirect: bool) -> tuple[socket.socket, socket.socket, bool]
         try:
             try:
                 _nft(_redirect_rules(*ports, replace=False))
-            except OSError:
+            except SystemError_:
                 _nft(_redirect_rules(*ports, replace=True))
             return udp, tcp, True
-        except OSError as e:
+        except SystemError_ as e:
             log.warning("dns: no DNAT to the embedded DNS (%s): listening on port 53", e)
             udp.close()
             tcp.close()
@@ -587,7 +526,7 @@ def _unredirect(c: _Container) -> None:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) == c.netns:
             in_netns(fd, _drop_redirect)
-    except OSError as e:
+    except (OSError, SystemError_) as e:
         log.warning("dns: container %s: could not drop its DNAT table: %s", c.cid, e)
     finally:
         os.close(fd)
@@ -734,10 +673,9 @@ class EmbeddedDNS:
     ) -> None:
         if upstreams is None:
             try:
-                with open("/etc/resolv.conf") as f:
-                    upstreams = host_upstreams(f.read())
+                upstreams = host_upstreams(host_resolv_conf())
             except OSError as e:
-                log.warning("dns: cannot read /etc/resolv.conf (%s): no upstreams", e)
+                log.warning("dns: cannot read the host's resolv.conf (%s): no upstreams", e)
                 upstreams = []
         self.upstreams = _checked_upstreams(upstreams)
         self._resolve = resolve

@@ -408,7 +408,7 @@ def test_random_and_mutated_packets_never_raise() -> None:
     assert all(outcomes.values()), outcomes  # every kind of outcome was exercised
 
 
-# -- resolv.conf ---------------------------------------------------------------------------------
+# -- upstreams from the host's resolv.conf ----------------------------------------------------
 
 
 HOST_RESOLV = """\
@@ -434,23 +434,6 @@ def test_host_upstreams() -> None:
     ]
     assert dns.host_upstreams("") == []
     assert dns.host_upstreams("nameserver fe80::1%eth0\n") == [("fe80::1%eth0", 53)]
-
-
-def test_resolv_conf_for_container() -> None:
-    text = dns.resolv_conf_for_container(HOST_RESOLV)
-    lines = [line for line in text.splitlines() if not line.startswith("#")]
-    assert lines == [
-        "nameserver 127.0.0.11",
-        "search corp.example lab.example",
-        "options edns0 trust-ad rotate ndots:0",
-    ]
-    assert "10.1.2.3 fd00::53" in text  # the upstreams, as a comment
-    text = dns.resolv_conf_for_container("nameserver 1.1.1.1\noptions ndots:2\ndomain x.example\n")
-    assert text.splitlines()[:3] == ["nameserver 127.0.0.11", "search x.example", "options ndots:2"]
-    assert dns.resolv_conf_for_container("").splitlines()[:2] == [
-        "nameserver 127.0.0.11",
-        "options ndots:0",
-    ]
 
 
 # -- the server object, without namespaces -----------------------------------------------------
