@@ -32,7 +32,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, cast, overload
@@ -430,10 +430,10 @@ class ContainerService:
         shutil.rmtree(p.shim, ignore_errors=True)
         p.shim.mkdir(mode=0o700, parents=True)
         started = now_rfc3339()
-        if self.networks is not None:
-            self.networks.setup(rec, p.etc)
+        # addresses and ports now; links, rules and files while the runtime creates
+        net_ready = self.networks.setup(rec, p.etc) if self.networks is not None else None
         try:
-            pid = self._spawn(rec, p)
+            pid = self._spawn(rec, p, net_ready)
         except SystemError_ as e:
             if self.networks is not None:
                 self.networks.teardown(rec.id)
@@ -466,7 +466,8 @@ class ContainerService:
         self.monitor.watch(rec.id, started_mono=time.monotonic())
         self._publish(rec, "start")
 
-    def _spawn(self, rec: ContainerRecord, p: Paths) -> int:
+    def _spawn(self, rec: ContainerRecord, p: Paths,
+               before_start: Callable[[], None] | None = None) -> int:
         from pyrt.containers.shim_client import ShimClient
         from pyrt.runtime.state import ContainerDir
 
@@ -521,6 +522,8 @@ class ContainerService:
             line = _read_line_fd(rfd, 30.0)
             if line.startswith("created "):
                 try:
+                    if before_start is not None:  # the network is ready before the process
+                        before_start()
                     ShimClient(p.shim).start()
                 except PyrtError as e:
                     line = f"error start: {e}"

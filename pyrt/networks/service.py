@@ -35,6 +35,7 @@ running containers need.
 from __future__ import annotations
 
 import builtins
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -178,6 +179,10 @@ class NetworkService:
         self._lock = threading.RLock()
         self._up: set[str] = set()  # networks whose bridge and rules are up
         self._held: dict[str, list[HeldPort]] = {}  # container -> its host port sockets
+        # the second half of setups (links, rules, files) runs here, overlapping the
+        # runtime's create; _pending: container -> that work
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="pyrt-netsetup")
+        self._pending: dict[str, concurrent.futures.Future[None]] = {}
         self._ensure_predefined()
 
     # ------------------------------------------------------------------ records
@@ -592,18 +597,22 @@ class NetworkService:
 
     # -- start / stop ------------------------------------------------------------------
 
-    def setup(self, rec: ContainerRecord, etc_dir: Path) -> None:
-        """Before the container's process starts: namespace, endpoints, ports, etc files.
-        On failure everything made here is undone and the error raised."""
+    def setup(self, rec: ContainerRecord, etc_dir: Path) -> Callable[[], None]:
+        """Before the container's process exists: its namespace, addresses and host ports
+        (what can be refused: an address or a port in use). Returns `ready`, to call
+        before the process runs (after the runtime's create): the veths, routes, port
+        rules, etc files and DNS are made meanwhile on a thread of the service, so that
+        work overlaps the runtime's. On failure (here or in ready) everything made is
+        undone (teardown) and the error raised."""
         mode = self.network_mode(rec.host_config.NetworkMode)
         if mode == "host":
-            return
+            return _nothing
         if mode.startswith("container:"):
             other = self._container(mode.split(":", 1)[1])
             if other["state"] not in ("running", "paused"):
                 raise Conflict(f"cannot join network namespace of a non running container: "
                                f"container {other['id']} is {other['state']}")
-            return
+            return _nothing
         if mode != "none":
             self.get(mode)  # NotFound: removed while the container was stopped (as Docker)
         path = self.netns_path(rec.id)
@@ -611,27 +620,49 @@ class NetworkService:
             with contextlib.suppress(PyrtError):
                 self.links.delete_netns(path)
             self.links.create_netns(path)
-            eps = self._endpoints(container=rec.id)
             if mode == "none":
-                return
+                return _nothing
+            plan: list[tuple[Network, Endpoint, bool]] = []
             have_gateway = False
-            for ep in eps:
+            for ep in self._endpoints(container=rec.id):
                 n = self._net_row(ep.network_id)
                 if n is None:
                     raise NotFound(f"network {ep.network_id} not found (removed while the "
                                    f"container {rec.name} was stopped)")  # fmt: skip
                 want = not (n.internal or have_gateway)
-                self._attach(rec.id, n, ep, want)
+                self._address(rec.id, n, ep)
+                plan.append((n, ep, want))
                 have_gateway = have_gateway or want
-            self._publish_ports(rec)
-            self._write_etc(rec, etc_dir)
-            self._dns_add(rec.id)
+            self._hold_ports(rec)
+            fut = self._pool.submit(self._finish_setup, rec, etc_dir, plan)
+            self._pending[rec.id] = fut
         except BaseException:
             self.teardown(rec.id)
             raise
 
-    def _attach(self, cid: str, n: Network, ep: Endpoint, default_route: bool) -> None:
-        """Address, veth and (default_route) the default route through the network."""
+        def ready() -> None:
+            try:
+                fut.result()
+            except BaseException:
+                self.teardown(rec.id)
+                raise
+            finally:
+                self._pending.pop(rec.id, None)
+
+        return ready
+
+    def _finish_setup(self, rec: ContainerRecord, etc_dir: Path,
+                      plan: Sequence[tuple[Network, Endpoint, bool]]) -> None:
+        for n, ep, default_route in plan:
+            self._link(rec.id, n, ep, default_route)
+        rules = self._port_rules(rec.id)
+        if rules:
+            self.firewall.add_ports(rules)
+        self._write_etc(rec, etc_dir)
+        self._dns_add(rec.id)
+
+    def _address(self, cid: str, n: Network, ep: Endpoint) -> None:
+        """The endpoint's address (and MAC), recorded."""
         with self._lock:
             self._bring_up(n)  # (the default bridge may choose its subnet only now)
             used = [str(r["ip_address"]) for r in self.db.query(
@@ -643,13 +674,19 @@ class NetworkService:
             self.db.execute("UPDATE endpoints SET ip_address = ?, mac_address = ? WHERE "
                             "container_id = ? AND network_id = ?", (ip, mac, cid, n.id))
         ep.ip_address, ep.mac_address = ip, mac
+
+    def _link(self, cid: str, n: Network, ep: Endpoint, default_route: bool) -> None:
+        """The endpoint's veth, address and (default_route) the default route through it."""
         self.links.add_endpoint(EndpointLink(
             netns=self.netns_path(cid), host_ifname=ep.host_ifname, ifname=ep.ifname,
-            bridge=n.bridge, mac=mac, address=ip, prefixlen=net.prefixlen,
+            bridge=n.bridge, mac=ep.mac_address, address=ep.ip_address,
+            prefixlen=int(n.subnet.rsplit("/", 1)[1]),
             gateway=n.gateway if default_route else None, mtu=n.mtu,
             alias=self.owner))  # fmt: skip
 
-    def _publish_ports(self, rec: ContainerRecord) -> None:
+    def _hold_ports(self, rec: ContainerRecord) -> None:
+        """Reserve the container's published ports on the host (Conflict when one is in
+        use) and record them; the DNAT rules follow them in _finish_setup."""
         from pyrt.networks.ports import requested_ports, reserve
 
         host = rec.host_config
@@ -667,7 +704,6 @@ class NetworkService:
             self.db.execute("INSERT OR IGNORE INTO published_ports (container_id, host_ip, "
                             "host_port, proto, ctr_port) VALUES (?, ?, ?, ?, ?)",
                             (rec.id, h.host_ip, h.host_port, h.proto, h.ctr_port))  # fmt: skip
-        self.firewall.add_ports(self._port_rules(rec.id))
 
     def _image_exposed(self, image_id: str) -> builtins.list[str]:
         row = self.db.query_one("SELECT config_json FROM images WHERE id = ?", (image_id,))
@@ -683,6 +719,10 @@ class NetworkService:
     def teardown(self, cid: str) -> None:
         """The container stopped (or is going): its links, ports, names and namespace go
         and its addresses are released. Never raises; safe to repeat."""
+        fut = self._pending.pop(cid, None)
+        if fut is not None:  # a setup still under way finishes first
+            with contextlib.suppress(BaseException):
+                fut.result()
         try:
             self._dns_remove(cid)
             rules = self._port_rules(cid)
@@ -733,7 +773,8 @@ class NetworkService:
             has_gw = any(e.ip_address and not self._internal(e.network_id)
                          for e in self._endpoints(container=cid))  # fmt: skip
             try:
-                self._attach(cid, n, ep, not (n.internal or has_gw))
+                self._address(cid, n, ep)
+                self._link(cid, n, ep, not (n.internal or has_gw))
             except BaseException:
                 with contextlib.suppress(PyrtError):
                     self.links.delete_link(ep.host_ifname)
@@ -1049,8 +1090,13 @@ class NetworkService:
                     self._dns.close()
                 self._dns = None
         finally:
+            self._pool.shutdown(wait=True)
             self.links.close()
             self.firewall.close()
+
+
+def _nothing() -> None:
+    return None
 
 
 def _check_ip(ip: str) -> str:

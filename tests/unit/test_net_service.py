@@ -86,7 +86,7 @@ class World:
         return ContainerRecord.from_row(row)
 
     def start(self, rec: ContainerRecord) -> ContainerRecord:
-        self.svc.setup(rec, self.etc)
+        self.svc.setup(rec, self.etc)()  # ready(): the second half done
         self.db.execute("UPDATE containers SET state = 'running' WHERE id = ?", (rec.id,))
         return self.record(rec.id)
 
