@@ -99,17 +99,20 @@ def _fd_target(fd: str) -> str | None:
         return None  # the fd listdir itself used
 
 
-def _make_netns(names: list[str]) -> Netns:
+def _make_netns(names: list[str], lo_up: bool = True) -> Netns:
     name = f"pyrt-dns-{uuid.uuid4().hex[:10]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     names.append(name)
-    return Netns(name)
+    ns = Netns(name)
+    if lo_up:
+        ns.lo_up()
+    return ns
 
 
 @pytest.fixture
-def netns_factory(no_leaks: None) -> Iterator[Callable[[], Netns]]:
+def netns_factory(no_leaks: None) -> Iterator[Namespaces]:
     names: list[str] = []
-    yield lambda: _make_netns(names)
+    yield lambda lo_up=True: _make_netns(names, lo_up)
     for name in names:
         subprocess.run(["ip", "netns", "delete", name], check=True)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -118,9 +121,7 @@ def netns_factory(no_leaks: None) -> Iterator[Callable[[], Netns]]:
 
 @pytest.fixture
 def netns(netns_factory: Namespaces) -> Netns:
-    ns = netns_factory()
-    ns.lo_up()
-    return ns
+    return netns_factory()
 
 
 # -- helpers: messages ---------------------------------------------------------------------------
@@ -350,7 +351,7 @@ def closed_port() -> tuple[str, int]:
 
 
 Upstreams = Callable[..., FakeUpstream]
-Namespaces = Callable[[], Netns]
+Namespaces = Callable[..., Netns]  # (lo_up=True)
 
 NAMES = {
     "c1": {
@@ -509,8 +510,6 @@ def test_containers_see_their_own_names_and_do_not_block_each_other(
     netns_factory: Namespaces, upstream_factory: Upstreams
 ) -> None:
     ns1, ns2 = netns_factory(), netns_factory()
-    ns1.lo_up()
-    ns2.lo_up()
     silent = upstream_factory(mode="silent")
     with server([silent.endpoint], timeout=3.0) as d:
         d.add_container("c1", ns1.path)
@@ -571,7 +570,7 @@ def test_malformed_packets_do_not_hurt(netns: Netns) -> None:
 
 
 def test_add_before_lo_is_up(netns_factory: Namespaces) -> None:
-    ns = netns_factory()  # lo still down: the engine may add the container this early
+    ns = netns_factory(lo_up=False)  # the engine may add the container this early
     with server([]) as d:
         d.add_container("c1", ns.path)
         ns.lo_up()
@@ -600,7 +599,6 @@ def test_add_is_idempotent_remove_closes(netns: Netns, netns_factory: Namespaces
         assert udp_ask(netns, make_query("web")).addresses == ["10.89.0.2"]
         # the same container in another namespace (restarted): moved there
         other = netns_factory()
-        other.lo_up()
         d.add_container("c1", other.path)
         assert listeners(netns) == [] and "pyrt_dns" not in nft_tables(netns)
         assert udp_ask(other, make_query("web")).addresses == ["10.89.0.2"]
@@ -700,8 +698,6 @@ def test_per_container_upstreams_and_no_forwarding(
     netns_factory: Namespaces, upstream_factory: Upstreams
 ) -> None:
     ns1, ns2 = netns_factory(), netns_factory()
-    ns1.lo_up()
-    ns2.lo_up()
     server_up = upstream_factory(address="192.0.2.1")
     own_up = upstream_factory(address="192.0.2.2")
     with server([server_up.endpoint]) as d:
@@ -749,7 +745,7 @@ def test_container_keeps_port_53(netns: Netns, upstream_factory: Upstreams) -> N
 
 
 def test_without_redirect(netns_factory: Namespaces, upstream_factory: Upstreams) -> None:
-    ns = netns_factory()  # lo still down, as in test_add_before_lo_is_up
+    ns = netns_factory(lo_up=False)  # as in test_add_before_lo_is_up
     up = upstream_factory()
     with server([up.endpoint], redirect=False) as d:
         d.add_container("c1", ns.path)
@@ -789,8 +785,6 @@ def test_parallel_adds(netns_factory: Namespaces, upstream_factory: Upstreams) -
     """Containers start in parallel: adds from many threads at once (the same container
     twice among them) all end up served, each in its own namespace."""
     spaces = [netns_factory() for _ in range(8)]
-    for ns in spaces:
-        ns.lo_up()
     up = upstream_factory()
     with server([up.endpoint]) as d:
         jobs = [(f"p{i}", ns.path) for i, ns in enumerate(spaces)] + [("p0", spaces[0].path)]
