@@ -777,7 +777,9 @@ class EmbeddedDNS:
             _unredirect(c)
 
     def close(self) -> None:
-        """Stop the server thread and close every socket. Idempotent."""
+        """Stop the server thread and close every socket. Idempotent. The DNAT tables stay
+        in the namespaces: a daemon that stops leaves its containers running, and the next
+        one replaces each table when it adds the container again."""
         with self._lock:
             if self._closed:
                 return
