@@ -6,11 +6,12 @@
  * writes them). Python stays the reference and the fallback:
  *
  * - Everything is checked before the first side effect (the state directory). Anything
- *   this file does not handle -- a spec Python would refuse, hooks, seccomp, a user
- *   namespace, joined namespaces, resources other than device rules, a cgroup v2 host,
- *   an rlimit or capability Python would adjust with a warning, a flag it does not know
- *   -- is handed to the Python CLI (delegate()) before anything is touched. Errors are
- *   therefore Python's, word for word.
+ *   this file does not handle -- a spec Python would refuse, hooks, a seccomp profile not
+ *   in Python's cache of compiled ones (cached_seccomp), a user namespace, joined
+ *   namespaces, resources other than memory/cpu/pids limits and device rules, a cgroup v2
+ *   host, an rlimit or capability Python would adjust with a warning, a flag it does not
+ *   know -- is handed to the Python CLI (delegate()) before anything is touched. Errors
+ *   are therefore Python's, word for word.
  * - A failure after a side effect (a cgroup write, the console socket, the spawn, the
  *   pid file) undoes everything done so far (the same cleanup Runtime.create runs) and
  *   then delegates: Python does the create again from nothing and, failing at the same
@@ -37,6 +38,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,6 +46,7 @@
 #include "cgroup.h"
 #include "json.h"
 #include "runc.h"
+#include "sha256.h"
 #include "spawn.h"
 
 #define U32_MAX 4294967295LL
@@ -927,6 +930,35 @@ static char **str_array(const jv_t *list, size_t *n) {
   return out;
 }
 
+/* linux.seccomp from the cache Python keeps under <root>/.seccomp-cache (see
+ * translate.cached_seccomp): the file named by the SHA-256 of the cache version, the
+ * machine and json.dumps(seccomp) holds "<flags>\n" and the sock_filter program. Python
+ * writes it only after the profile validated and compiled, so a hit is a valid profile;
+ * a miss (the first container with a profile) is Python's work. */
+static void cached_seccomp(struct plan *pl, const jv_t *seccomp) {
+  struct utsname u;
+  NEED(uname(&u) == 0);
+  buf_t key = {0};
+  buf_puts(&key, "pyrt-seccomp-cache 1\n");
+  buf_puts(&key, u.machine);
+  buf_puts(&key, "\n");
+  buf_json_spaced(&key, seccomp);
+  NEED(!key.bad);
+  char hex[65];
+  sha256_hex(key.p, key.len, hex);
+  size_t len;
+  char *data = read_file(xprintf("%s/.seccomp-cache/%s.bpf", pl->root, hex), &len);
+  NEED(data != NULL);
+  char *nl = memchr(data, '\n', len);
+  NEED(nl != NULL && nl > data && nl - data < 10);
+  for (char *c = data; c < nl; c++) NEED(*c >= '0' && *c <= '9');
+  size_t prog = len - (size_t)(nl + 1 - data);
+  NEED(prog > 0 && prog % 8 == 0);
+  pl->sc.seccomp_flags = (unsigned)atoi(data);
+  pl->sc.seccomp_bpf = (unsigned char *)nl + 1;
+  pl->sc.seccomp_len = prog;
+}
+
 /* validate_spec + to_spawn_config, or delegate */
 static void check_spec(struct plan *pl) {
   const jv_t *spec = pl->spec, *v;
@@ -1021,7 +1053,7 @@ static void check_spec(struct plan *pl) {
   const jv_t *cgpath = jget(lx, "cgroupsPath");
   if (!jnone(cgpath)) NEED(is_str(cgpath));
   NEED(jnone(v = jget(lx, "mountLabel")) || is_str(v));
-  NEED(jnone(jget(lx, "seccomp")));        /* compiled (and cached) by Python */
+  if (!jnone(v = jget(lx, "seccomp"))) cached_seccomp(pl, v);
   NEED(jnone(jget(lx, "timeOffsets")) && jnone(jget(lx, "personality")) &&
        jnone(jget(lx, "intelRdt")));
   /* a pure cgroup v2 host: V2Manager, Python's */

@@ -314,7 +314,12 @@ void buf_jstr(buf_t *b, const char *str) {
   buf_add(b, "\"", 1);
 }
 
-void buf_json(buf_t *b, const jv_t *v) {
+static void dump(buf_t *b, const jv_t *v, const char *item_sep, const char *key_sep);
+
+void buf_json(buf_t *b, const jv_t *v) { dump(b, v, ",", ":"); }
+void buf_json_spaced(buf_t *b, const jv_t *v) { dump(b, v, ", ", ": "); }
+
+static void dump(buf_t *b, const jv_t *v, const char *item_sep, const char *key_sep) {
   switch (v->t) {
     case J_NULL: buf_puts(b, "null"); break;
     case J_TRUE: buf_puts(b, "true"); break;
@@ -325,12 +330,12 @@ void buf_json(buf_t *b, const jv_t *v) {
     case J_OBJ:
       buf_add(b, v->t == J_OBJ ? "{" : "[", 1);
       for (size_t i = 0; i < v->n; i++) {
-        if (i) buf_add(b, ",", 1);
+        if (i) buf_puts(b, item_sep);
         if (v->t == J_OBJ) {
           buf_jstr(b, v->keys[i]);
-          buf_add(b, ":", 1);
+          buf_puts(b, key_sep);
         }
-        buf_json(b, &v->items[i]);
+        dump(b, &v->items[i], item_sep, key_sep);
       }
       buf_add(b, v->t == J_OBJ ? "}" : "]", 1);
       break;

@@ -46,5 +46,7 @@ void buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2,
 void buf_jstr(buf_t *b, const char *s);
 /* v as json.dumps(v, separators=(",", ":")) */
 void buf_json(buf_t *b, const jv_t *v);
+/* v as json.dumps(v) (separators ", " and ": ") */
+void buf_json_spaced(buf_t *b, const jv_t *v);
 
 #endif

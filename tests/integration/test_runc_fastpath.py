@@ -510,3 +510,32 @@ def test_delegated_create_still_works(
     os.kill(pid, signal.SIGKILL)
     _wait_gone(pid)
     assert both.native("delete", unique_id).returncode == 0
+
+
+def test_seccomp_profile_from_pythons_cache(
+    both: Both, bundle_factory: BundleFactory, unique_id: str
+) -> None:
+    """A profile Python has compiled (and cached under the root) is used natively; the
+    first container with it is Python's. The filter is in force either way."""
+    probe = "mkdir /tmp/d; echo mkdir=$?; grep -E '^Seccomp:' /proc/self/status"
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    b = bundle_factory(["/bin/sh", "-c", probe], **{"linux.seccomp": profile})
+    cache = both.root / ".seccomp-cache"
+    res = both.native("run", "--bundle", str(b), unique_id)
+    assert (res.returncode, res.stderr) == (1, "")  # not cached yet: Python's
+    assert not (both.root / unique_id).exists()
+    first = both.c("run", "--bundle", str(b), unique_id)
+    assert first.returncode == 0, first.stderr
+    assert "mkdir=1" in first.stdout and "Seccomp:\t2" in first.stdout
+    assert len(list(cache.glob("*.bpf"))) == 1
+    again = both.native("run", "--bundle", str(b), unique_id)
+    assert (again.returncode, again.stdout, again.stderr) == (0, first.stdout, first.stderr)
+    # another profile is another cache entry: Python's again
+    config = json.loads((b / "config.json").read_text())
+    config["linux"]["seccomp"]["syscalls"][0]["names"] = ["mkdir", "mkdirat", "rmdir"]
+    (b / "config.json").write_text(json.dumps(config))
+    assert both.native("run", "--bundle", str(b), unique_id).returncode == 1
