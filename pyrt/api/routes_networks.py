@@ -61,21 +61,23 @@ def remove(req: Request) -> Response:
     return empty_response(204)
 
 
-def connect(req: Request) -> Response:
-    body = req.json("network connect")
-    container = get_field(body, "Container", str, what="network connect")
+def _body_with_container(req: Request, what: str) -> tuple[dict[str, Any], str]:
+    body = req.json(what)
+    container = get_field(body, "Container", str, what=what)
     if not container:
-        raise InvalidArgument("network connect: Container is required")
+        raise InvalidArgument(f"{what}: Container is required")
+    return body, container
+
+
+def connect(req: Request) -> Response:
+    body, container = _body_with_container(req, "network connect")
     cfg = get_field(body, "EndpointConfig", dict, {}, what="network connect") or {}
     _svc(req).connect(req.params["id"], container, endpoint_config=cfg)
     return empty_response(200)
 
 
 def disconnect(req: Request) -> Response:
-    body = req.json("network disconnect")
-    container = get_field(body, "Container", str, what="network disconnect")
-    if not container:
-        raise InvalidArgument("network disconnect: Container is required")
+    body, container = _body_with_container(req, "network disconnect")
     force = bool(get_field(body, "Force", bool, False, what="network disconnect"))
     _svc(req).disconnect(req.params["id"], container, force=force)
     return empty_response(200)

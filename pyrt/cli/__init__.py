@@ -28,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
-    from typing import BinaryIO, NoReturn
+    from typing import Any, BinaryIO, NoReturn
 
 #: docker's exit statuses
 EXIT_DAEMON = 125
@@ -216,5 +216,25 @@ def report(exc: BaseException) -> int:
     return EXIT_DAEMON
 
 
+def inspect_each(get: Callable[[str], Any], names: list[str], fmt: str | None) -> int:
+    """docker's `X inspect A B...`: each object got (an error reported for a missing one),
+    printed as one JSON list, or each through the template; the exit status."""
+    from pyrt.cli.output import print_object
+
+    found: list[Any] = []
+    status = 0
+    for n in names:
+        try:
+            found.append(get(n))
+        except Exception as e:
+            status = report(e)
+    if fmt and fmt != "json":
+        for obj in found:
+            print_object(obj, fmt)
+    else:
+        print_object(found, None)
+    return status
+
+
 __all__ = ["CLIError", "EXIT_CANNOT_INVOKE", "EXIT_DAEMON", "EXIT_NOT_FOUND", "STATE",
-           "client", "daemon_pid", "fail", "host", "report", "start_daemon"]
+           "client", "daemon_pid", "fail", "host", "inspect_each", "report", "start_daemon"]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pyrt.cli import CLIError, client, fail, report
-from pyrt.cli.output import print_object, print_rows, short_id
+from pyrt.cli import CLIError, client, fail, inspect_each, report
+from pyrt.cli.output import print_rows, short_id
 from pyrt.cli.system import parse_filters
 
 
@@ -93,20 +93,7 @@ def ls_command(quiet: bool, filters: list[str] | None, fmt: str | None, no_trunc
 
 
 def inspect_command(names: list[str], fmt: str | None) -> int:
-    c = client()
-    found: list[Any] = []
-    status = 0
-    for n in names:
-        try:
-            found.append(c.inspect_network(n))
-        except Exception as e:
-            status = report(e)
-    if fmt and fmt != "json":
-        for obj in found:
-            print_object(obj, fmt)
-    else:
-        print_object(found, None)
-    return status
+    return inspect_each(client().inspect_network, names, fmt)
 
 
 def rm_command(names: list[str]) -> int:
@@ -146,6 +133,8 @@ def disconnect_command(network: str, container: str, force: bool) -> None:
 def register(net_app: Any) -> None:
     """The `network` group's commands on a (selective) typer app."""
     import typer
+
+    from pyrt.cli.app import _exit
 
     Opt, Arg = typer.Option, typer.Argument  # noqa: N806
 
@@ -194,13 +183,6 @@ def register(net_app: Any) -> None:
                           ("connect", connect, "Connect a container to a network"),
                           ("disconnect", disconnect, "Disconnect a container from a network")):
         net_app.command(name, help=hlp)(fn)
-
-
-def _exit(code: int) -> None:
-    if code:
-        import typer
-
-        raise typer.Exit(code)
 
 
 __all__ = ["network_options", "parse_publish", "register"]

@@ -1119,13 +1119,7 @@ def _filter_values(filters: Mapping[str, Any] | None, allowed: Iterable[str]
     for key, value in (filters or {}).items():
         if key not in allowed:
             raise InvalidArgument(f"invalid filter '{key}'")
-        if isinstance(value, str):
-            vals = [value]
-        elif isinstance(value, Mapping):
-            vals = [k for k, v in value.items() if v]
-        else:
-            vals = [str(v) for v in value]
-        out[key] = vals
+        out[key] = [value] if isinstance(value, str) else [str(v) for v in value]
     return out
 
 
