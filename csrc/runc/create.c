@@ -539,7 +539,17 @@ struct plan {
   size_t n_writes; /* cgroup writes of linux.resources, in V1Manager._plan's order */
   char **wpath, **wvalue;
   pyrt_spawn_config_t sc;
+  buf_t warnings; /* what Python's logger would print on stderr during the create */
 };
+
+/* translate._has_sys_resource: CAP_SYS_RESOURCE (24) in our effective set */
+static int has_sys_resource(void) {
+  char *status = read_file("/proc/self/status", NULL);
+  char *line = status ? strstr(status, "\nCapEff:") : NULL;
+  int has = line != NULL && ((strtoull(line + 8, NULL, 16) >> 24) & 1);
+  free(status);
+  return has;
+}
 
 static void check_process(struct plan *pl, const jv_t *proc) {
   pyrt_spawn_config_t *sc = &pl->sc;
@@ -618,11 +628,20 @@ static void check_process(struct plan *pl, const jv_t *proc) {
       for (size_t k = 0; k < i; k++) NEED(sc->rlimits[k].resource != num);
       const jv_t *soft = jget(rl, "soft"), *hard = jget(rl, "hard");
       NEED(int_in(soft, 0, LLONG_MAX) && int_in(hard, 0, LLONG_MAX) && soft->num <= hard->num);
-      /* a hard limit above ours would be lowered, with a warning: Python's business */
+      /* translate.clamp_rlimit: without CAP_SYS_RESOURCE a hard limit above ours is
+       * lowered to ours, with its warning (printed once the create has succeeded: a
+       * create handed to Python after all prints it there) */
       struct rlimit cur;
       NEED(getrlimit(num, &cur) == 0);
-      NEED(cur.rlim_max == RLIM_INFINITY || (rlim_t)hard->num <= cur.rlim_max);
-      sc->rlimits[i] = (pyrt_rlimit_t){num, (uint64_t)soft->num, (uint64_t)hard->num};
+      uint64_t s_lim = (uint64_t)soft->num, h_lim = (uint64_t)hard->num;
+      if (cur.rlim_max != RLIM_INFINITY && h_lim > cur.rlim_max && !has_sys_resource()) {
+        buf_printf(&pl->warnings, "process.rlimits %s: hard limit %llu lowered to %llu "
+                   "(no CAP_SYS_RESOURCE)\n", type->str, (unsigned long long)h_lim,
+                   (unsigned long long)cur.rlim_max);
+        h_lim = cur.rlim_max;
+        s_lim = s_lim < h_lim ? s_lim : h_lim;
+      }
+      sc->rlimits[i] = (pyrt_rlimit_t){num, s_lim, h_lim};
     }
     sc->n_rlimits = v->n;
   }
@@ -1377,6 +1396,7 @@ int cmd_create_native(const char *root_arg, int argc, char **argv, int run) {
   pl.spec = json_parse(text, len);
   NEED(pl.spec != NULL);
   check_spec(&pl);
+  NEED(!pl.warnings.bad);
   if (pl.console != NULL) NEED(strlen(pl.console) < sizeof(((struct sockaddr_un *)0)->sun_path));
 
   /* side effects from here on */
@@ -1427,6 +1447,7 @@ int cmd_create_native(const char *root_arg, int argc, char **argv, int run) {
   if (pl.pid_file != NULL && write_pid_file(pl.pid_file, pid) < 0) undo_and_delegate(&u);
   flock(u.lockfd, LOCK_UN);
   close(u.lockfd);
+  if (pl.warnings.len) fputs(pl.warnings.p, stderr);
   if (!run) return 0;
 
   /* run: start (the record becomes "running"), then wait and delete unless asked not to */

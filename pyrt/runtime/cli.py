@@ -3,8 +3,9 @@
 Kept lean on purpose (it is benchmarked against runc): a hand-written parser, the runtime
 and everything heavy imported when a command needs it. The installed `pyrt-runc` is the C
 front end csrc/runc/, which answers start/state/kill/delete itself, does create and run
-itself for the specs it fully understands, and execs this module's main() for the rest. Errors go to stderr and, with --log,
-to that file (--log-format json writes {"level","msg","time"} lines, as containerd reads).
+itself for the specs it fully understands, and execs this module's main() for the rest.
+Errors go to stderr and, with --log, to that file (--log-format json writes
+{"level","msg","time"} lines, as containerd reads).
 """
 
 from __future__ import annotations

@@ -237,6 +237,9 @@ _PROBE = (
 
 def _variants(tmp: Path) -> dict[str, dict[str, object]]:
     """Specs the native create handles, each exercising a different part of the translation."""
+    import resource
+
+    nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     bind_src = tmp / "bind-src"
     bind_src.mkdir(exist_ok=True)
     (bind_src / "f").write_text("bound\n")
@@ -244,8 +247,9 @@ def _variants(tmp: Path) -> dict[str, dict[str, object]]:
         "default": {},
         "user-and-limits": {
             "process.user": {"uid": 1000, "gid": 1000, "additionalGids": [5, 7], "umask": 0o27},
+            # above the runtime's own hard limit: lowered, with Python's warning on stderr
             "process.rlimits": [
-                {"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200},
+                {"type": "RLIMIT_NOFILE", "soft": 100, "hard": nofile_hard + 5},
                 {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
             ],
             "process.oomScoreAdj": 500,
@@ -316,6 +320,8 @@ def test_native_run_same_container_as_python(
         py.returncode, py.stdout, py.stderr
     )  # fmt: skip
     assert "uid=" in native.stdout
+    if variant == "user-and-limits":
+        assert "lowered to" in native.stderr
 
 
 def _strip_volatile(state: dict[str, object]) -> dict[str, object]:
