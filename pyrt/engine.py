@@ -190,6 +190,7 @@ class Engine:
             self.containers.monitor.close()
             if hasattr(self, "networks"):
                 self.networks.close()
+            self.containers.trash.close()
             self.events.close()
             self.db.close()
         finally:

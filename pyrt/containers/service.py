@@ -40,6 +40,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, cast, overload
 from pyrt.containers.names import generate_unique, validate_name
 from pyrt.containers.options import ContainerConfig, HostConfig, signal_number
 from pyrt.containers.record import INSERT_SQL, Container, ContainerRecord, Paths
+from pyrt.containers.trash import Trash
 from pyrt.errors import (
     Conflict,
     FailedPrecondition,
@@ -186,6 +187,8 @@ class ContainerService:
         # the mounts of containers (volumes, binds, tmpfs): pyrt.volumes
         self.volumes = volumes if volumes is not None else VolumeService(root, events=events)
         self.networks: NetworkService | None = None  # the Engine sets it
+        # a removed container's directories: renamed away now, deleted in the background
+        self.trash = Trash([root / "trash", run_root / "trash"])
 
     # ------------------------------------------------------------------ plumbing
 
@@ -380,8 +383,9 @@ class ContainerService:
             cgroup_parent=self.cgroup_parent, mounts_extra=mounts, namespace_paths=ns_paths,
         )  # fmt: skip
         p.bundle.mkdir(mode=0o700)
-        atomic_write(str(p.bundle / "config.json"), json.dumps(spec).encode(), 0o600,
-                     durable=True)  # fmt: skip
+        # not fsync'ed: the exec root does not outlive the machine (/run), and the spec is
+        # in the database (spec_json) to be written again
+        atomic_write(str(p.bundle / "config.json"), json.dumps(spec).encode(), 0o600)
         args = list(spec["process"]["args"])
         self._update(rec.id, state="created", spec_json=json.dumps(spec), path=args[0],
                      args_json=json.dumps(args[1:]))  # fmt: skip
@@ -399,8 +403,8 @@ class ContainerService:
             with contextlib.suppress(PyrtError):
                 _umount(Path(target))
         self.volumes.release(cid, remove_anonymous=volumes)
-        shutil.rmtree(p.run, ignore_errors=True)
-        shutil.rmtree(p.root, ignore_errors=True)
+        self.trash.discard(p.run)
+        self.trash.discard(p.root)
         self.db.execute("DELETE FROM containers WHERE id = ?", (cid,))
 
     # ------------------------------------------------------------------ start
