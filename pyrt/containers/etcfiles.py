@@ -168,19 +168,31 @@ def host_resolv_conf(path: str = HOST_RESOLV_CONF, systemd_path: str = SYSTEMD_R
     return text
 
 
-def _atomic_write(path: str, content: str, mode: int = 0o644) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+def _atomic_write_all(files: dict[str, str], mode: int = 0o644) -> None:
+    """Replace each path with its content atomically: every temp file is written, then
+    each fsync'ed, then renamed. Syncing them one after the other, once all are written,
+    lets the first sync commit all three (ext4 commits the data of every file in the
+    journal transaction), where write-sync-write-sync paid three commits."""
+    temps: dict[str, str] = {}
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        for path, content in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
+            temps[path] = tmp
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(content)
+        for tmp in temps.values():
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(tmp, mode)
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for tmp in temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
 
 
@@ -220,11 +232,8 @@ def write_etc_files(
             ipv6=ipv6,
         ),  # fmt: skip
     }
-    paths = {}
-    for name, content in contents.items():
-        path = os.path.join(directory, name)
-        _atomic_write(path, content)
-        paths[name] = path
+    paths = {name: os.path.join(directory, name) for name in contents}
+    _atomic_write_all({paths[name]: content for name, content in contents.items()})
     return paths
 
 
