@@ -27,8 +27,8 @@ HELP = "pyrt: a container engine in the shape of Docker (client of pyrtd)"
 
 
 def _fast_path(args: list[str]) -> int | None:
-    """Handle `[-H X] version [--format F]` and `[-H X] run ...` without typer; None when
-    it is something else."""
+    """Handle `[-H X] version [--format F]`, `[-H X] run ...` and `[-H X] ps ...` without
+    typer; None when it is something else."""
     rest = list(args)
     host = None
     while rest and rest[0] in ("-H", "--host") and len(rest) > 1:
@@ -41,6 +41,16 @@ def _fast_path(args: list[str]) -> int | None:
             return None
         STATE.host = host
         return invoke_run(**parsed)
+    if rest and rest[0] == "ps":
+        parsed = parse_ps(rest[1:])
+        if parsed is None:
+            return None
+        STATE.host = host
+        from pyrt.cli.containers import ps_command
+
+        ps_command(parsed["all_"], parsed["quiet"], parsed["filt"], parsed["fmt"],
+                   parsed["no_trunc"], parsed["last"], parsed["latest"], parsed["size"])
+        return 0
     if not rest or rest[0] != "version":
         return None
     fmt = None
@@ -57,9 +67,12 @@ def _fast_path(args: list[str]) -> int | None:
     return version_command(fmt)
 
 
-#: `pyrt run`'s options: (parameter, flags, kind) — the argparse fast path below and the
+#: a command's options: (parameter, flags, kind: flag, str, int or list)
+Options = tuple[tuple[str, tuple[str, ...], str], ...]
+
+#: `pyrt run`'s options: (parameter, flags, kind) — the fast path (parse_run) and the
 #: typer command (help, completion) take the same ones (a unit test compares them)
-RUN_OPTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+RUN_OPTIONS: Options = (
     ("detach", ("-d", "--detach"), "flag"),
     ("rm", ("--rm",), "flag"),
     ("name", ("--name",), "str"),
@@ -89,73 +102,111 @@ RUN_OPTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 
 
-def parse_run(args: list[str]) -> dict[str, Any] | None:
-    """`pyrt run` parsed without typer (typer 0.29 imports pydantic to parse: ~150 ms on
-    every run) nor argparse (gettext, locale, shutil: ~10 ms). Options come before the
-    image; `-it` combines flags, `-eA=1` / `--name=x` attach a value; everything after the
-    image is the command. None for --help (typer shows it). Bad flags: CLIError, 125."""
+#: `pyrt ps`'s options, for the fast path (the typer command takes the same: a unit test
+#: compares them)
+PS_OPTIONS: Options = (
+    ("all_", ("-a", "--all"), "flag"),
+    ("quiet", ("-q", "--quiet"), "flag"),
+    ("filt", ("-f", "--filter"), "list"),
+    ("fmt", ("--format",), "str"),
+    ("no_trunc", ("--no-trunc",), "flag"),
+    ("last", ("-n", "--last"), "int"),
+    ("latest", ("-l", "--latest"), "flag"),
+    ("size", ("-s", "--size"), "flag"),
+)
+
+
+def parse_options(command: str, options: Options, args: list[str]
+                  ) -> tuple[dict[str, Any], list[str]] | None:
+    """Docker-style options before the first positional argument, without typer (typer
+    0.29 imports pydantic to parse: ~150 ms) nor argparse (gettext, locale, shutil: ~10
+    ms): `-it` combines flags, `-eA=1` / `--name=x` attach a value, `--` ends the options.
+    Returns (values by parameter, the arguments from the first positional one on); None
+    for --help (typer shows it). Bad options: CLIError, status 125."""
 
     def error(message: str) -> CLIError:
-        return CLIError(f"run: {message}\nSee 'pyrt run --help'.", 125)
+        return CLIError(f"{command}: {message}\nSee 'pyrt {command} --help'.", 125)
 
-    by_flag = {flag: (dest, kind) for dest, flags, kind in RUN_OPTIONS for flag in flags}
+    by_flag = {flag: (dest, kind, flags) for dest, flags, kind in options for flag in flags}
     out: dict[str, Any] = {dest: (False if kind == "flag" else None)
-                           for dest, _, kind in RUN_OPTIONS}
+                           for dest, _, kind in options}
 
     def take(flag: str, value: str | None, rest: list[str]) -> None:
-        dest, kind = by_flag[flag]
+        dest, kind, flags = by_flag[flag]
         if kind == "flag":
             if value is not None:
-                raise error(f"argument {'/'.join(_flags_of(dest))}: ignored explicit "
-                            f"argument {value!r}")
+                raise error(f"argument {'/'.join(flags)}: ignored explicit argument "
+                            f"{value!r}")
             out[dest] = True
             return
         if value is None:
             if not rest:
-                raise error(f"argument {'/'.join(_flags_of(dest))}: expected one argument")
+                raise error(f"argument {'/'.join(flags)}: expected one argument")
             value = rest.pop(0)
         if kind == "list":
             out[dest] = [*(out[dest] or []), value]
+        elif kind == "int":
+            try:
+                out[dest] = int(value)
+            except ValueError:
+                raise error(f"argument {'/'.join(flags)}: invalid int value: "
+                            f"{value!r}") from None
         else:
             out[dest] = value
 
     rest = list(args)
-    if not rest or rest[0] == "--help":
-        return None
     while rest:
-        arg = rest.pop(0)
+        arg = rest[0]
         if arg == "--help":
             return None
         if arg == "--":
-            if not rest:
-                break
-            arg = rest.pop(0)
-        elif arg.startswith("--"):
+            return out, rest[1:]
+        if not arg.startswith("-") or arg == "-":
+            return out, rest
+        rest.pop(0)
+        if arg.startswith("--"):
             flag, eq, value = arg.partition("=")
             if flag not in by_flag:
                 raise error(f"unrecognized arguments: {arg}")
             take(flag, value if eq else None, rest)
             continue
-        elif arg.startswith("-") and len(arg) > 1:
-            i = 1
-            while i < len(arg):  # -it, -dit, -eA=1, -de A=1
-                flag = f"-{arg[i]}"
-                if flag not in by_flag:
-                    raise error(f"unrecognized arguments: {arg}")
-                if by_flag[flag][1] == "flag":
-                    take(flag, None, rest)
-                    i += 1
-                    continue
-                take(flag, arg[i + 1:] or None, rest)
-                break
-            continue
-        out["image"], out["command"] = arg, rest
-        return out
-    raise error("the following arguments are required: image")
+        i = 1
+        while i < len(arg):  # -it, -dit, -eA=1, -de A=1
+            flag = f"-{arg[i]}"
+            if flag not in by_flag:
+                raise error(f"unrecognized arguments: {arg}")
+            if by_flag[flag][1] == "flag":
+                take(flag, None, rest)
+                i += 1
+                continue
+            take(flag, arg[i + 1:] or None, rest)
+            break
+    return out, []
 
 
-def _flags_of(dest: str) -> tuple[str, ...]:
-    return next(flags for d, flags, _ in RUN_OPTIONS if d == dest)
+def parse_run(args: list[str]) -> dict[str, Any] | None:
+    """`pyrt run [OPTIONS] IMAGE [COMMAND...]` parsed without typer (see parse_options);
+    everything after the image is the command. None for --help."""
+    parsed = parse_options("run", RUN_OPTIONS, args) if args else None
+    if parsed is None:
+        return None
+    out, rest = parsed
+    if not rest:
+        raise CLIError("run: the following arguments are required: image\n"
+                       "See 'pyrt run --help'.", 125)
+    out["image"], out["command"] = rest[0], rest[1:]
+    return out
+
+
+def parse_ps(args: list[str]) -> dict[str, Any] | None:
+    """`pyrt ps [OPTIONS]` without typer; None for --help."""
+    parsed = parse_options("ps", PS_OPTIONS, args)
+    if parsed is None:
+        return None
+    out, rest = parsed
+    if rest:
+        raise CLIError(f"ps: unexpected argument {rest[0]!r}\nSee 'pyrt ps --help'.", 125)
+    return out
 
 
 def invoke_run(*, image: str, command: list[str] | None, label: list[str] | None,

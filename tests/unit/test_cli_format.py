@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -316,6 +317,17 @@ def test_version_and_run_do_not_import_typer() -> None:
     assert p.stdout.splitlines()[-1] == "False False", p
     assert p.stdout.splitlines()[0] == "1.44"
     assert "Cannot connect to the pyrt daemon at unix:///nonexistent/s" in p.stderr
+    # nor anything else heavy: `pyrt run`, `ps`, `version` import only these of pyrt.cli
+    code = ("import sys; from pyrt.cli.app import main; import pyrt.cli.containers; "
+            "main(['-H', 'unix:///nonexistent/s', 'ps', '-a']); "
+            "print(sorted(m for m in ('typer', 'pydantic', 'rich', 'pyroute2', 'http.client',"
+            " 'email', 'ssl', 'argparse', 'typing', 'urllib.parse', 'platform', 'shutil')"
+            " if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=_pythonpath(), PYRT_NO_AUTOSTART="1"),
+                       timeout=60, check=False)
+    assert p.stdout.splitlines()[-1] == "[]", p
+    assert "Cannot connect to the pyrt daemon at unix:///nonexistent/s" in p.stderr
 
 
 def test_invoked_words_and_selective_registration() -> None:
@@ -387,6 +399,38 @@ def test_run_fast_parser() -> None:
         parse_run(["-iz", "img"])
     with pytest.raises(CLIError, match="ignored explicit argument"):
         parse_run(["--rm=yes", "img"])
+
+
+def test_ps_fast_parser() -> None:
+    from pyrt.cli.app import parse_ps
+
+    got = parse_ps(["-aq", "-f", "name=x", "--filter=status=exited", "-n2", "--format",
+                    "{{.ID}}"])
+    assert got == {"all_": True, "quiet": True, "filt": ["name=x", "status=exited"],
+                   "fmt": "{{.ID}}", "no_trunc": False, "last": 2, "latest": False,
+                   "size": False}
+    assert parse_ps(["--help"]) is None
+    with pytest.raises(CLIError, match="invalid int value: 'x'"):
+        parse_ps(["-n", "x"])
+    with pytest.raises(CLIError, match="unexpected argument 'extra'"):
+        parse_ps(["-a", "extra"])
+
+
+def test_ps_fast_parser_and_typer_take_the_same_options() -> None:
+    from pyrt.cli.app import PS_OPTIONS, build_app
+
+    ps = typer_main_command(build_app(["ps"]), "ps")
+    assert {p.name: tuple(p.opts) for p in ps.params} == \
+        {dest: flags for dest, flags, _ in PS_OPTIONS}
+    kinds = {p.name: ("flag" if p.is_flag else "list" if p.multiple else
+                      "int" if p.type_descriptor.annotation is int else "str") for p in ps.params}
+    assert kinds == {dest: kind for dest, _, kind in PS_OPTIONS}
+
+
+def typer_main_command(app: object, name: str) -> Any:
+    import typer
+
+    return typer.main.get_command(app).commands[name]  # type: ignore[arg-type, attr-defined]
 
 
 def test_run_fast_parser_and_typer_take_the_same_options() -> None:
