@@ -473,6 +473,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _ServerMixin(socketserver.ThreadingMixIn):
     daemon_threads = True
     block_on_close = False
+    # listen() backlog: socketserver's default of 5 refuses a burst of clients (a connect
+    # with a timeout gets EAGAIN on a full Unix socket backlog) while the accept loop is busy
+    request_queue_size = 128
     router: Router
     app: Any
     idle_timeout: float
