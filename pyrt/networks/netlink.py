@@ -82,6 +82,7 @@ class LinkDriver(Protocol):
     def delete_link(self, name: str) -> None: ...
     def links(self) -> list[LinkInfo]: ...
     def host_networks(self) -> list[ipaddress.IPv4Network]: ...
+    def warm_up(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -99,6 +100,18 @@ def _loopback_up() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifr = struct.pack("16sH14s", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING, b"")
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, ifr)
+
+
+def _nothing() -> None:
+    return None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -298,35 +311,44 @@ class NetlinkDriver:
                 raise
 
     def links(self) -> list[LinkInfo]:
-        return self._run(self._links)
-
-    def _links(self) -> list[LinkInfo]:
-        raw = list(self._ipr.get_links())
-        names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in raw}
+        """The host's links, from sysfs: no netlink round trip, and no pyroute2 import for
+        an engine that only checks what is there (its start)."""
         out = []
-        for m in raw:
-            info = m.get_attr("IFLA_LINKINFO")
-            kind = str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-            master = m.get_attr("IFLA_MASTER")
-            out.append(LinkInfo(str(m.get_attr("IFLA_IFNAME")), kind,
-                                names.get(int(master), "") if master else ""))  # fmt: skip
+        base = "/sys/class/net"
+        with contextlib.suppress(FileNotFoundError):
+            for name in sorted(os.listdir(base)):
+                d = f"{base}/{name}"
+                kind = "bridge" if os.path.isdir(f"{d}/bridge") else ""
+                if not kind and _read(f"{d}/iflink") != _read(f"{d}/ifindex"):
+                    kind = "veth"  # (or another link with a peer)
+                try:
+                    master = os.path.basename(os.readlink(f"{d}/master"))
+                except OSError:
+                    master = ""
+                out.append(LinkInfo(name, kind, master))
         return out
 
     def host_networks(self) -> list[ipaddress.IPv4Network]:
-        """What the host routes or has addresses in (IPv4): subnets to keep clear of."""
-        return self._run(self._host_networks)
-
-    def _host_networks(self) -> list[ipaddress.IPv4Network]:
+        """What the host routes (IPv4, main table, default route aside): subnets to keep
+        clear of. From /proc/net/route, which holds the connected subnets of the host's
+        addresses too."""
         out: set[ipaddress.IPv4Network] = set()
-        for r in self._ipr.get_routes(family=socket.AF_INET):
-            dst = r.get_attr("RTA_DST")
-            if dst and r["dst_len"] > 0 and r.get_attr("RTA_TABLE") in (254, None):
-                out.add(ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
-        for a in self._ipr.get_addr(family=socket.AF_INET):
-            addr = a.get_attr("IFA_ADDRESS")
-            if addr and not addr.startswith("127."):
-                out.add(ipaddress.IPv4Network(f"{addr}/{a['prefixlen']}", strict=False))
+        with contextlib.suppress(OSError), open("/proc/net/route") as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()
+                if len(fields) < 8:
+                    continue
+                dst = int(fields[1], 16).to_bytes(4, "little")
+                mask = int(fields[7], 16).to_bytes(4, "little")
+                prefix = bin(int.from_bytes(mask, "big")).count("1")
+                if prefix:
+                    out.add(ipaddress.IPv4Network((dst, prefix), strict=False))
         return sorted(out)
+
+    def warm_up(self) -> None:
+        """Import pyroute2 and open the socket now (the first call does it otherwise)."""
+        self._run(_nothing)
 
     def close(self) -> None:
         with self._lock:

@@ -1065,7 +1065,7 @@ class NetworkService:
     def warm_up(self) -> None:
         """Load the netlink layer now (a daemon calls this at start, off the start path)."""
         with contextlib.suppress(PyrtError):
-            self.links.host_networks()
+            self.links.warm_up()
 
     def close(self) -> None:
         """Engine close: running containers keep their network; what nothing running uses

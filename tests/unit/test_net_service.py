@@ -274,3 +274,31 @@ def test_reconcile_and_close(w: World) -> None:
 def test_port_rule_is_hashable() -> None:
     assert len({PortRule("", 1, "tcp", "10.0.0.2", 80), PortRule("", 1, "tcp", "10.0.0.2", 80)}
                ) == 1
+
+
+def test_pyroute2_is_imported_only_for_network_work(tmp_path: Path) -> None:
+    """Not by the CLI (network commands included), nor by a network service that only
+    looks at what is there; the first netlink change loads it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import pyrt.cli.app, pyrt.cli.networks, pyrt.api.routes_networks\n"
+        "pyrt.cli.app.build_app(['network', 'ls'])\n"
+        "import pyrt.engine, pyrt.networks.service, pyrt.networks.netlink, pyrt.networks.nft\n"
+        "d = pyrt.networks.netlink.NetlinkDriver()\n"
+        "d.links(); d.host_networks()\n"
+        "before = 'pyroute2' in sys.modules\n"
+        "d.close()\n"
+        "print(before, 'pyroute2' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path, env={"PYTHONPATH": bundle_path()})
+    assert out.stdout.split() == ["False", "False"], out
+
+
+def bundle_path() -> str:
+    from tests.bundle import pyrt_pythonpath
+
+    return pyrt_pythonpath()
