@@ -453,10 +453,12 @@ def machine_line(huge_used: bool) -> str:
             out = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
             versions.append(out.splitlines()[0].strip())
     layout = "hybrid cgroups" + (" (hugetlb moved to v1 for crun)" if huge_used else "")
+    # other work on a shared machine moves every number: say how busy it was
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"Measured {datetime.date.today().isoformat()} on Linux {uname.release}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {layout}; "
-        f"{'; '.join(versions)}."
+        f"{'; '.join(versions)}; load average at the end {load} (1, 5, 15 min)."
     )
 
 
