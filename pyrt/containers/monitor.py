@@ -78,12 +78,22 @@ class Monitor:
     def watch(self, cid: str, started_mono: float | None) -> None:
         if started_mono is not None:
             self._started[cid] = started_mono
-        t = threading.Thread(target=self._run, args=(cid,), name=f"pyrt-wait-{cid[:12]}",
+        t = threading.Thread(target=self._watch, args=(cid,), name=f"pyrt-wait-{cid[:12]}",
                              daemon=True)  # fmt: skip
         with self._lock:
             self._threads[cid] = t
         t.start()
         self._start_health(cid)
+
+    def _watch(self, cid: str) -> None:
+        try:
+            self._run(cid)
+        finally:
+            # a finished watcher needs no join at close: drop it, or an engine that runs
+            # container after container would keep every thread object it ever made
+            with self._lock:
+                if self._threads.get(cid) is threading.current_thread():
+                    del self._threads[cid]
 
     def _run(self, cid: str) -> None:
         from pyrt.containers.shim_client import (
