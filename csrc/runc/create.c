@@ -1403,13 +1403,13 @@ int cmd_create_native(const char *root_arg, int argc, char **argv, int run) {
   struct undo u = {.cdir = NULL, .lockfd = -1, .cg = NULL, .pid = 0, .console = -1};
   char *cdir = path_join(root, pl.id);
   {
-    /* os.makedirs(root, 0o700, exist_ok=True) */
+    /* os.makedirs(root, 0o700, exist_ok=True): missing parents get 0777 (less the umask) */
     char *p = xstrdup(root);
     for (char *s = p + 1;; s++) {
       if (*s == '/' || *s == '\0') {
         char c = *s;
         *s = '\0';
-        if (mkdir(p, 0700) < 0 && errno != EEXIST) refuse(__LINE__);
+        if (mkdir(p, c == '\0' ? 0700 : 0777) < 0 && errno != EEXIST) refuse(__LINE__);
         *s = c;
         if (c == '\0') break;
       }
