@@ -283,6 +283,8 @@ class NetlinkDriver:
         try:
             if ep.alias:  # (the kernel takes no alias in a newlink message)
                 ipr.link("set", ifname=ep.host_ifname, ifalias=ep.alias)
+            # hairpin: a container reaches its own published port through a host address
+            _sysctl(f"/sys/class/net/{ep.host_ifname}/brport/hairpin_mode", "1")
             ns = IPRoute(use_socket=self._ns_socket(ep.netns))
             try:
                 idx = ns.link_lookup(ifname=ep.ifname)[0]

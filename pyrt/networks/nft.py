@@ -9,7 +9,8 @@ The table (family ip, name per engine: "pyrt" for the default root) holds:
     chains prerouting/output         DNAT to a published port for traffic to a local address
     chain postrouting                masquerade out of bridges; from 127.0.0.0/8 into a bridge
                                      (published ports on localhost: route_localnet is set on
-                                     the bridges); DNATed traffic between bridges (hairpin)
+                                     the bridges); a container's DNATed traffic into a bridge
+                                     (to a published port: its own, or another container's)
     chain forward                    established/DNATed traffic passes; from a bridge only to
                                      itself or out of the host (not to another pyrt bridge);
                                      an internal network only to itself
@@ -139,7 +140,8 @@ def table_text(table: str, bridges: Sequence[BridgeRules], ports: Sequence[PortR
              "  chain postrouting { type nat hook postrouting priority 100; policy accept;",
              "    ip saddr @masq_nets oifname != @bridges masquerade",
              "    ip saddr 127.0.0.0/8 oifname @bridges masquerade",
-             "    ct status dnat iifname @bridges oifname @bridges masquerade", "  }"]  # fmt: skip
+             "    ct status dnat ip saddr @masq_nets oifname @bridges masquerade",
+             "  }"]  # fmt: skip
     for b in bridges:
         last = "drop" if b.internal else "oifname @bridges drop"
         lines.append(f"  chain net-{b.bridge} {{ oifname {_q(b.bridge)} accept; {last}; }}")
