@@ -231,6 +231,12 @@ class NftFirewall:
         return target, ours
 
     def _sync_filter_accepts(self, bridges: set[str]) -> None:
+        try:
+            self._sync_filter_accepts_once(bridges)
+        except SystemError_:  # `ip filter` changed under us (Docker restarting): look again
+            self._sync_filter_accepts_once(bridges)
+
+    def _sync_filter_accepts_once(self, bridges: set[str]) -> None:
         target, ours = self._filter_rules()
         have = {c.rsplit(":", 1)[1] for _, _, c in ours}
         cmds = [f"delete rule ip filter {chain} handle {h}" for chain, h, c in ours

@@ -193,3 +193,55 @@ def test_daemon_restart_restores_names_and_ports(tmp_path: Path) -> None:
         if d.proc.poll() is None:
             d.remove_all()
         d.cleanup()
+
+
+def test_daemon_crash_leftovers_are_removed(tmp_path: Path) -> None:
+    """pyrtd killed (SIGKILL) while two containers run; one of them dies meanwhile. The next
+    pyrtd removes the dead one's veth, namespace file and port rule, and keeps the other's."""
+    import os
+    import signal
+    import socket
+
+    d = CtDaemon(tmp_path / "d")
+    d2: CtDaemon | None = None
+    try:
+        net = uname()
+        make_net(d, net)
+        keep = d.create(["sleep", "120"], HostConfig={"NetworkMode": net})
+        dies = d.create(["sleep", "120"], HostConfig={"NetworkMode": net, "PortBindings": {
+            "80/tcp": [{"HostIp": "127.0.0.1"}]}})
+        for cid in (keep, dies):
+            assert d.api("POST", f"/containers/{cid}/start")[0] == 204
+        _, info = d.api("GET", f"/containers/{dies}/json")
+        port = int(info["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"])
+        pid = int(info["State"]["Pid"])
+        owner = str(tmp_path)
+        veths = {n for n, o in bundle.pyrt_links().items() if o.startswith(owner)
+                 and n.startswith("pv")}  # fmt: skip
+        assert len(veths) == 2
+        os.killpg(d.proc.pid, signal.SIGKILL)
+        d.proc.wait()
+        os.kill(pid, signal.SIGKILL)
+        netns = d.exec_root / "netns"
+        d2 = CtDaemon.__new__(CtDaemon)
+        PyrtdProcess.__init__(d2, d.tmp)
+        _, info = d2.api("GET", f"/containers/{dies}/json")
+        assert info["State"]["Running"] is False and info["NetworkSettings"]["Ports"] == {
+            "80/tcp": None}
+        left = {n for n, o in bundle.pyrt_links().items() if o.startswith(owner)
+                and n.startswith("pv")}  # fmt: skip
+        assert len(left) == 1 and left < veths
+        assert sorted(os.listdir(netns)) == [keep]
+        s = socket.socket()
+        s.bind(("127.0.0.1", port))  # the dead one's port is free again
+        s.close()
+        _, info = d2.api("GET", f"/containers/{keep}/json")
+        assert info["State"]["Running"] and info["NetworkSettings"]["Networks"][net]["IPAddress"]
+    finally:
+        if d2 is not None:
+            d2.remove_all()
+            d2.api("DELETE", f"/networks/{net}")
+            d2.cleanup()
+        if d.proc.poll() is None:
+            d.remove_all()
+        d.cleanup()
