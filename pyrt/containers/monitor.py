@@ -165,7 +165,9 @@ class Monitor:
                 rec.restart_count = rec.restart_count  # as recorded
                 restart = not reconciling and should_restart(rec, code)
                 cols["state"] = "restarting" if restart else "exited"
-            svc._update(cid, **cols)
+            # not synced: after a power loss the shim is gone and reconciling records an
+            # exit (255) for a row still "running"; a later synced write carries this one
+            svc._update(cid, sync=False, **cols)
             if svc.networks is not None:  # Docker releases the addresses at exit
                 svc.networks.teardown(cid)
             if oom:

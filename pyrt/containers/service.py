@@ -242,9 +242,10 @@ class ContainerService:
                 return ContainerRecord.from_row(rows[0])
         raise NotFound(f"No such container: {ref}")
 
-    def _update(self, cid: str, **cols: Any) -> None:
+    def _update(self, cid: str, *, sync: bool = True, **cols: Any) -> None:
         sets = ", ".join(f"{k} = :{k}" for k in cols)
-        self.db.execute(f"UPDATE containers SET {sets} WHERE id = :id", {**cols, "id": cid})
+        self.db.execute(f"UPDATE containers SET {sets} WHERE id = :id", {**cols, "id": cid},
+                        sync=sync)  # fmt: skip
 
     def handle(self, ref: str) -> Container:
         """The ContainerHandle for exec/cp/diff/commit/top/stats."""
@@ -330,7 +331,8 @@ class ContainerService:
                 host_config_api=host_config.to_api(), spec={},
             )  # fmt: skip
             try:
-                self.db.execute(INSERT_SQL, rec.insert_params())
+                # not synced: a "creating" row is discarded at start; "created" is synced
+                self.db.execute(INSERT_SQL, rec.insert_params(), sync=False)
                 break
             except Conflict:
                 if not self._name_taken(name):

@@ -10,7 +10,10 @@
   checkpoints) and the writer fdatasyncs the WAL itself after releasing the write lock:
   concurrent writers' syncs overlap and the file system commits them together. A
   checkpoint syncs the WAL before copying it and the database file before the WAL is
-  reused, so a commit is on disk in one or the other.
+  reused, so a commit is on disk in one or the other. `execute(..., sync=False)` skips
+  the sync for a row that reconciling at start would redo anyway (a container still being
+  created, the exit of a container, whose shim is gone after a power loss); the WAL is
+  sequential, so the next synced write makes it durable too.
 - Threads: one connection per thread, made on first use (`threading.local`); a thread that
   has ended leaves its connection to the next new thread (the daemon serves every request
   on a thread of its own: without reuse it would open, and keep, a connection per
@@ -178,14 +181,17 @@ class Database:
             self._local.depth = depth
 
     # -- conveniences ----------------------------------------------------------------------
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
-        """One statement (its own transaction unless inside `transaction()`)."""
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = (), *,
+                sync: bool = True) -> sqlite3.Cursor:
+        """One statement (its own transaction unless inside `transaction()`); on disk when
+        it returns unless sync=False (see Durability)."""
         try:
             with self._writing():
                 cur = self.connection().execute(sql, params)
         except sqlite3.IntegrityError as e:
             raise Conflict(f"metadata: {e}") from e
-        self._sync()
+        if sync:
+            self._sync()
         return cur
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:

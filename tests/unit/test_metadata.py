@@ -66,6 +66,39 @@ def test_transaction_commit_rollback_nested(db: Database) -> None:
     assert not db.connection().in_transaction
 
 
+def test_commits_are_synced_after_the_write_lock(db: Database,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write returns once the WAL is fdatasync'ed (one sync per top-level write, none
+    inside a transaction or with sync=False), and the sync runs outside the writer lock."""
+    import os
+
+    db.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    wal = os.stat(f"{db.path}-wal")
+    synced: list[bool] = []  # per sync of the WAL: was the writer lock released by then
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (wal.st_dev, wal.st_ino):
+            synced.append(not db._write_lock._is_owned())  # type: ignore[attr-defined]
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    db.execute("INSERT INTO t VALUES (1)")
+    assert synced == [True]
+    db.execute("INSERT INTO t VALUES (2)", sync=False)
+    assert synced == [True]
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO t VALUES (3)")
+        db.execute("INSERT INTO t VALUES (4)")  # inside: the transaction's end syncs
+        assert synced == [True]
+    assert synced == [True, True]
+    with pytest.raises(Conflict), db.transaction() as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert synced == [True, True]  # nothing committed, nothing synced
+    assert [r[0] for r in db.query("SELECT x FROM t ORDER BY x")] == [1, 2, 3, 4]
+
+
 def test_threads_get_their_own_connection(db: Database) -> None:
     db.execute("CREATE TABLE c (thread TEXT, n INTEGER)")
     seen: list[int] = []
