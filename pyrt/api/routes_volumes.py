@@ -24,6 +24,7 @@ from pyrt.api.routing import (
     version_tuple,
 )
 from pyrt.errors import InvalidArgument
+from pyrt.volumes.specs import string_map
 
 
 def _svc(req: Request) -> Any:
@@ -34,26 +35,16 @@ def list_volumes(req: Request) -> Response:
     return json_response({"Volumes": _svc(req).list(query_filters(req.query)), "Warnings": []})
 
 
-def _str_map(body: dict[str, Any], key: str) -> dict[str, str]:
-    value = body.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise InvalidArgument(f"{key}: must be an object of strings")
-    return dict(value)
-
-
 def create(req: Request) -> Response:
     body = req.json("volume create", allow_empty=True) or {}
     if not isinstance(body, dict):
         raise InvalidArgument("volume create: the body must be a JSON object")
     name = get_field(body, "Name", str, "") or None
     driver = get_field(body, "Driver", str, "") or "local"
-    opts = _str_map(body, "DriverOpts") if body.get("DriverOpts") is not None else None
+    opts = string_map(body["DriverOpts"], "DriverOpts") if body.get("DriverOpts") is not None \
+        else None
     out = _svc(req).create(name, driver=driver, driver_opts=opts,
-                           labels=_str_map(body, "Labels"))
+                           labels=string_map(body.get("Labels"), "Labels"))
     return json_response(out, 201)
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-from pyrt.cli import CLIError, client, report
-from pyrt.cli.output import human_size, print_object, print_rows
+from pyrt.cli import CLIError, client
+from pyrt.cli.output import human_size, print_rows
 from pyrt.cli.system import parse_filters
-from pyrt.errors import PyrtError
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
@@ -35,35 +33,16 @@ def ls_command(quiet: bool, filters: list[str] | None, fmt: str | None) -> None:
 
 
 def inspect_command(names: list[str], fmt: str | None) -> int:
-    c = client()
-    found: list[dict[str, Any]] = []
-    status = 0
-    for n in names:
-        try:
-            found.append(c.inspect_volume(n))
-        except PyrtError as e:
-            report(e)
-            status = 1
-    if fmt and fmt != "json":
-        for obj in found:
-            print_object(obj, fmt)
-    else:
-        print_object(found, None)
-    return status
+    from pyrt.cli.containers import inspect_each
+
+    return inspect_each(names, client().inspect_volume, fmt)
 
 
 def rm_command(names: list[str], force: bool) -> int:
+    from pyrt.cli.containers import each
+
     c = client()
-    status = 0
-    for n in names:
-        try:
-            c.remove_volume(n, force)
-        except PyrtError as e:
-            report(e)
-            status = 1
-        else:
-            sys.stdout.write(n + "\n")
-    return status
+    return each(names, lambda n: c.remove_volume(n, force))
 
 
 def prune_command(all_: bool, force: bool, filters: list[str] | None) -> None:

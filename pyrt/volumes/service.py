@@ -44,7 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 from pyrt.errors import Conflict, InvalidArgument, NotFound, SystemError_
 from pyrt.volumes import local
-from pyrt.volumes.specs import MountSpec, gather, parse_volumes_from, validate_volume_name
+from pyrt.volumes.specs import (
+    MountSpec,
+    gather,
+    parse_volumes_from,
+    string_map,
+    validate_volume_name,
+)
 
 if TYPE_CHECKING:
     from pyrt.containers.options import ContainerConfig, HostConfig
@@ -228,10 +234,7 @@ class VolumeService:
             raise NotFound(f'error looking up volume plugin {driver}: plugin "{driver}" not '
                            "found")  # fmt: skip
         opts = local.check_options(dict(driver_opts or {}))
-        lbls = dict(labels or {})
-        for k, v in lbls.items():
-            if not isinstance(k, str) or not isinstance(v, str):
-                raise InvalidArgument("Labels: must be an object of strings")
+        lbls = string_map(dict(labels or {}), "Labels")
         if name:
             validate_volume_name(name)
             with contextlib.suppress(NotFound):
@@ -385,6 +388,8 @@ class VolumeService:
         specs = gather(binds=host.Binds, mounts=host.Mounts, from_containers=inherited,
                        volumes=[*config.Volumes, *image_vols],
                        tmpfs_targets=host.Tmpfs.keys())  # fmt: skip
+        if not specs:
+            return []  # nothing to reference: no file written on the plain create path
         uses = _Uses()
         try:
             with self._lock:

@@ -182,7 +182,7 @@ def _opt_bool(obj: Mapping[str, Any], key: str, where: str) -> bool:
     return value
 
 
-def _str_map(value: object, where: str) -> dict[str, str]:
+def string_map(value: object, where: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(
@@ -245,9 +245,9 @@ def parse_mount(m: object, where: str) -> MountSpec:
             raise InvalidArgument(f"{where}.VolumeOptions.DriverConfig.Name: must be a string")
         return MountSpec(type="volume", target=target, source=source, read_only=read_only,
                          nocopy=_opt_bool(v, "NoCopy", f"{where}.VolumeOptions"), mode="z",
-                         labels=_str_map(v.get("Labels"), f"{where}.VolumeOptions.Labels"),
+                         labels=string_map(v.get("Labels"), f"{where}.VolumeOptions.Labels"),
                          driver=driver,
-                         driver_opts=_str_map(driver_cfg.get("Options"),
+                         driver_opts=string_map(driver_cfg.get("Options"),
                                               f"{where}.VolumeOptions.DriverConfig.Options"),
                          )  # fmt: skip
     if source:
@@ -324,5 +324,6 @@ __all__ = [
     "parse_bind",
     "parse_mount",
     "parse_volumes_from",
+    "string_map",
     "validate_volume_name",
 ]
