@@ -199,10 +199,15 @@ static int openat2_in_root(int rootfd, const char *path, int flags, pyrt_error_t
   return fd;
 }
 
+#define MAX_TARGET_LINKS 40
+
 /* Makes every missing component of `path` (resolved inside rootfd, never outside it) and
  * returns an O_PATH fd of the final one; the last component is made a file when
- * `as_file`. Symlinks in the image resolve against the rootfs, so they can't escape it. */
-static int mkpath_in_root(int rootfd, const char *path, int as_file, pyrt_error_t *err) {
+ * `as_file`. Symlinks in the image resolve against the rootfs, so they can't escape it;
+ * a dangling one (the image's /data -> /mnt/data) has its target made, inside the rootfs
+ * too, as runc does. `links`: dangling symlinks followed so far. */
+static int mkpath_in_root_at(int rootfd, const char *path, int as_file, int links,
+                             pyrt_error_t *err) {
   char buf[PATH_MAX];
   if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
     return pyrt_error_set(err, ENAMETOOLONG, "mount target %s", path);
@@ -223,7 +228,7 @@ static int mkpath_in_root(int rootfd, const char *path, int as_file, pyrt_error_
     name = slash ? slash + 1 : buf;
   } else {
     *slash = '\0';
-    parent = mkpath_in_root(rootfd, buf, 0, err);
+    parent = mkpath_in_root_at(rootfd, buf, 0, links, err);
     name = slash + 1;
   }
   if (parent < 0)
@@ -241,11 +246,29 @@ static int mkpath_in_root(int rootfd, const char *path, int as_file, pyrt_error_
     close(parent);
     return -1;
   }
+  char link[PATH_MAX];
+  ssize_t n = r < 0 ? readlinkat(parent, name, link, sizeof(link) - 1) : -1;
   close(parent);
+  if (n > 0) { /* a dangling symlink: make what it points to */
+    link[n] = '\0';
+    if (links >= MAX_TARGET_LINKS)
+      return pyrt_error_set(err, ELOOP, "resolve %s inside the rootfs", path);
+    char next[PATH_MAX];
+    const char *dir = (slash != NULL && slash != buf) ? buf : "";
+    int w = link[0] == '/' ? snprintf(next, sizeof(next), "%s", link)
+                           : snprintf(next, sizeof(next), "%s/%s", dir, link);
+    if (w < 0 || w >= (int)sizeof(next))
+      return pyrt_error_set(err, ENAMETOOLONG, "mount target %s", path);
+    return mkpath_in_root_at(rootfd, next, as_file, links + 1, err);
+  }
   if (slash != NULL && slash != buf)
     *slash = '/';
   fd = openat2_in_root(rootfd, path, O_PATH, err);
   return fd;
+}
+
+static int mkpath_in_root(int rootfd, const char *path, int as_file, pyrt_error_t *err) {
+  return mkpath_in_root_at(rootfd, path, as_file, 0, err);
 }
 
 static void fd_path(char *out, size_t size, int fd) {

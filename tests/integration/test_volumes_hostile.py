@@ -1,9 +1,10 @@
 """Hostile images and volumes: mount targets and copy-up never leave the container.
 
 - An image whose mount targets are symlinks to /etc, to an absolute host path, and a
-  relative path climbing out: the mounts land inside the container's rootfs, copy-up
-  reads the image's files only, and a sentinel directory on the host stays untouched
-  with nothing mounted over it or over the host's /etc.
+  relative path climbing out (both dangling inside the rootfs: their targets are made
+  there, as runc does), and two symlinks in a loop (refused): the mounts land inside the
+  container's rootfs, copy-up reads the image's files only, and a sentinel directory on
+  the host stays untouched with nothing mounted over it or over the host's /etc.
 - A loop that swaps a directory and a symlink (to "/", to /etc, to the host sentinel)
   inside a shared volume while containers start with a read-only bind below it: every
   container that starts has that bind read-only wherever it landed, nothing is mounted
@@ -87,6 +88,8 @@ def engine(tmp_path: Path, busybox_tar: Path, sentinel: Path  # noqa: F811
         {"name": "evil", "kind": b"2", "link": "/etc"},
         {"name": "hostlink", "kind": b"2", "link": str(sentinel)},
         {"name": "climb", "kind": b"2", "link": depth + str(sentinel).lstrip("/")},
+        {"name": "loop1", "kind": b"2", "link": "/loop2"},
+        {"name": "loop2", "kind": b"2", "link": "loop1"},
     ])
     import_rootfs(str(tar), store=e.content, service=e.images, reference=HOSTILE)
     yield e
@@ -113,18 +116,35 @@ def test_symlinked_mount_targets_stay_in_the_rootfs(engine: Engine, sentinel: Pa
     assert "from-container" in out.split()  # the container's /etc is the volume
     assert sorted(os.listdir("/etc")) == host_etc
     engine.containers.remove(cid)
-    # a target through a symlink to a host path that the rootfs does not have is refused
-    # (the path is looked up inside the rootfs); nothing is mounted, nothing is copied
-    bound = tmp_path / "bound"
-    bound.mkdir()
-    for binds in ([f"{bound}:/hostlink"], ["subvol:/climb/sub"], [f"{bound}:/hostlink/x"]):
-        cid = engine.containers.create({"Image": HOSTILE, "Cmd": ["sh", "-c", "touch /x"]},
-                                       {"Binds": binds})
-        with pytest.raises(PyrtError, match="inside the rootfs"):
-            engine.containers.start(cid)
-        engine.containers.remove(cid, volumes=True)
-    assert os.listdir(bound) == []
+    # a target through a symlink to a host path that the rootfs does not have: the path
+    # is made inside the rootfs (as runc does), never followed to the host
+    inside = "/" + str(sentinel.relative_to("/"))
+    for n, (binds, target, where) in enumerate((
+            ([f"{tmp_path}/b0:/hostlink"], "/hostlink", tmp_path / "b0"),
+            (["subvol:/climb/sub"], "/climb/sub", None),
+            ([f"{tmp_path}/b2:/hostlink/x"], "/hostlink/x", tmp_path / "b2"))):
+        code, out, _ = run_in(engine, f"echo {n} > {target}/w; ls -A {inside}", binds)
+        assert code == 0, out
+        assert "SENTINEL" not in out
+        if where is None:
+            where = Path(engine.volumes.inspect("subvol")["Mountpoint"])
+        assert (where / "w").read_text() == f"{n}\n"
+    cid = engine.containers.create({"Image": HOSTILE, "Cmd": ["true"]},
+                                   {"Binds": [f"{tmp_path}/b0:/loop1"]})
+    with pytest.raises(PyrtError, match="inside the rootfs"):  # symlinks in a loop
+        engine.containers.start(cid)
+    engine.containers.remove(cid)
     assert new_mounts(before, tmp_path) == set()
+
+
+def run_in(engine: Engine, script: str, binds: list[str]) -> tuple[int, str, str]:
+    cid = engine.containers.create({"Image": HOSTILE, "Cmd": ["sh", "-c", script]},
+                                   {"Binds": binds})
+    engine.containers.start(cid)
+    code = int(engine.containers.wait(cid, timeout=30)["StatusCode"])
+    out = logs(engine, cid).decode()
+    engine.containers.remove(cid, volumes=True)
+    return code, out, cid
 
 
 def test_swapping_a_directory_and_a_symlink_while_containers_start(
