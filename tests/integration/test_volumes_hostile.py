@@ -36,15 +36,16 @@ def host_mounts() -> set[str]:
 
 
 def new_mounts(before: set[str], tmp_path: Path) -> set[str]:
-    """Mounts made on the host since `before` that could be this test's escape: on any
-    path of tmp_path (the sentinel, the read-only directory) but the engine's own roots,
-    or anywhere outside /tmp and /run (other sessions' temp roots, which the leak scanner
-    watches, may come and go meanwhile)."""
+    """Mounts made on the host since `before` where this test's symlinks point: the
+    sentinel and the other paths of tmp_path (less the engine's own roots), the host's /
+    and /etc, and the directories above tmp_path. (Other sessions on this machine mount
+    elsewhere meanwhile; the leak scanner watches those.)"""
     own = (str(tmp_path / "root") + "/", str(tmp_path / "run") + "/")
     mine = str(tmp_path) + "/"
+    above = {str(p) for p in tmp_path.parents}
     return {m for m in host_mounts() - before
-            if (m.startswith(mine) and not m.startswith(own))
-            or not m.startswith(("/tmp/", "/run/"))}
+            if (m.startswith(mine) and not m.startswith(own)) or m == str(tmp_path)
+            or m in above or m == "/etc" or m.startswith("/etc/")}
 
 
 ROUNDS = 30
