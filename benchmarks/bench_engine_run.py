@@ -69,6 +69,7 @@ from tests.bundle import make_bundle, make_busybox_rootfs, random_suffix  # noqa
 README = REPO / "benchmarks" / "README.md"
 BEGIN, END = "<!-- bench_engine_run:begin -->", "<!-- bench_engine_run:end -->"
 IMAGE = "busybox:latest"
+NETWORK_MODE = "none"  # a new network namespace with only lo, in pyrt and in the bundles
 TOOLS = ("pyrt", "crun", "runc")
 SECCOMP = ("default", "unconfined")
 MODES = ("sequential", "parallel")
@@ -91,7 +92,9 @@ class PyrtTool:
         self.work = work
         self.name = "pyrt"
         self.seccomp = seccomp
-        self.options: dict[str, Any] = {}
+        # no network: the peers' bundles have a network namespace with only lo, which is
+        # what NetworkMode none gives (the default bridge adds a veth, addresses, rules)
+        self.options: dict[str, Any] = {"NetworkMode": NETWORK_MODE}
         if seccomp == "unconfined":
             self.options["SecurityOpt"] = ["seccomp=unconfined"]
 
@@ -279,7 +282,8 @@ def image_tar(rootfs: Path, dest: Path) -> Path:
 
 def engine_spec(engine: Any, work: Path) -> dict[str, Any]:
     """The spec the engine generates for /bin/true (default security), etc files copied."""
-    cid = engine.containers.create({"Image": IMAGE, "Cmd": ["/bin/true"]})
+    cid = engine.containers.create({"Image": IMAGE, "Cmd": ["/bin/true"]},
+                                   {"NetworkMode": NETWORK_MODE})  # fmt: skip
     try:
         spec: dict[str, Any] = copy.deepcopy(engine.containers.get_record(cid).spec)
         etc = work / "etc"
@@ -294,6 +298,11 @@ def engine_spec(engine: Any, work: Path) -> dict[str, Any]:
     finally:
         engine.containers.remove(cid, force=True)
     spec["ociVersion"] = "1.0.2"  # crun 1.8 knows 1.0.x only; nothing here needs more
+    # the engine joins a network namespace it made for the container (gone with it); a
+    # peer makes a new one instead, as the engine's with NetworkMode none (only lo)
+    for ns in spec["linux"].get("namespaces", []):
+        if ns.get("type") == "network":
+            ns.pop("path", None)
     return spec
 
 
@@ -470,27 +479,30 @@ more than `crun run` of an equivalent bundle — target pyrt ≤ 1.0× crun — 
 with 20 in parallel (N = 100). pyrt: one `pyrt.Engine` on a temporary root/run root,
 opened and given a busybox image (`import_rootfs` of tests/bundle.py's rootfs) outside
 the timing; each container is `pyrt.run("busybox:latest", ["/bin/true"], engine=engine,
-remove=True, pull=False)` — create, start, wait, read the log, remove — on that one open
-engine (with `engine=` pyrt.run neither opens nor closes one). Parallel: a pool of 20
-threads calling it. crun / runc: `<tool> --root R run --bundle B <id>` (create, start,
-wait, delete in one process), 20 processes at a time in parallel; each container has its
-own pre-written bundle (outside the timing) whose config.json is the spec the engine
-generated for `/bin/true` (same namespaces, capabilities, Docker's default seccomp
-profile, masked paths, mounts; ociVersion 1.0.2 for crun 1.8), with its own cgroupsPath
-and root.path the same busybox rootfs as a plain directory (pyrt mounts an overlay per
-container; the peers have no image store). The seccomp column: `default` is Docker's
-profile as the engine generates it, `unconfined` drops it (`SecurityOpt=
-["seccomp=unconfined"]` for pyrt, no `linux.seccomp` for the peers), for information.
-Every group starts with one untimed warm-up container. The ratio divides pyrt's time by
-the row's tool's for the same seccomp setting and mode: above 1 means pyrt is slower.
-With `--repeat R` each group runs R times in rounds (a round runs every tool once, so a
-passing load on this shared machine falls on all of them): medians, with the range in
-brackets; the ratio is the median of the per-round ratios.
-crun 1.8's refusal of this hybrid cgroup layout is handled as in bench_runtime.py (hugetlb
-on a v1 hierarchy of its own for the run, undone at the end). Flags: `--count N` (100),
-`--parallel P` (20), `--repeat R` (1), `--quick` (N = 5, P = 2), `--tools
-pyrt,crun,runc`, `--modes sequential,parallel`, `--seccomp default,unconfined`, `--json`,
-`--write-readme` (rewrites this section, only when every row succeeded).
+remove=True, pull=False, NetworkMode="none")` — create, start, wait, read the log, remove
+— on that one open engine (with `engine=` pyrt.run neither opens nor closes one).
+Parallel: a pool of 20 threads calling it. crun / runc: `<tool> --root R run --bundle B
+<id>` (create, start, wait, delete in one process), 20 processes at a time in parallel;
+each container has its own pre-written bundle (outside the timing) whose config.json is
+the spec the engine generated for `/bin/true` (same namespaces, capabilities, Docker's
+default seccomp profile, masked paths, mounts; ociVersion 1.0.2 for crun 1.8), with its
+own cgroupsPath and root.path the same busybox rootfs as a plain directory (pyrt mounts
+an overlay per container; the peers have no image store). Networking is the same on both
+sides: a new network namespace with only lo (NetworkMode "none"; pyrt's default bridge
+network would add a veth pair, addresses and nftables rules per container, which the
+peers do not do). The seccomp column: `default` is Docker's profile as the engine
+generates it, `unconfined` drops it (`SecurityOpt=["seccomp=unconfined"]` for pyrt, no
+`linux.seccomp` for the peers), for information. Every group starts with one untimed
+warm-up container. The ratio divides pyrt's time by the row's tool's for the same seccomp
+setting and mode: above 1 means pyrt is slower. With `--repeat R` each group runs R times
+in rounds (a round runs every tool once, so a passing load on this shared machine falls
+on all of them): medians, with the range in brackets; the ratio is the median of the
+per-round ratios. crun 1.8's refusal of this hybrid cgroup layout is handled as in
+bench_runtime.py (hugetlb on a v1 hierarchy of its own for the run, undone at the end).
+Flags: `--count N` (100), `--parallel P` (20), `--repeat R` (1), `--quick` (N = 5, P =
+2), `--tools pyrt,crun,runc`, `--modes sequential,parallel`, `--seccomp
+default,unconfined`, `--json`, `--write-readme` (rewrites this section, only when every
+row succeeded).
 """
 
 
