@@ -627,18 +627,12 @@ def wait_command(ids: list[str]) -> int:
 
 
 def inspect_command(ids: list[str], fmt: str | None, size: bool) -> int:
-    return inspect_each(ids, client().inspect_container, fmt)
-
-
-def inspect_each(names: list[str], get: Callable[[str], dict[str, Any]], fmt: str | None
-                 ) -> int:
-    """docker's inspect of several objects: a JSON list of those found (or the template
-    once per object), each failure reported; 1 when any failed."""
+    c = client()
     found: list[dict[str, Any]] = []
     status = 0
-    for name in names:
+    for i in ids:
         try:
-            found.append(get(name))
+            found.append(c.inspect_container(i))
         except PyrtError as e:
             report(e)
             status = 1

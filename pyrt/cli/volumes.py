@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pyrt.cli import CLIError, client
+from pyrt.cli import CLIError, client, inspect_each
 from pyrt.cli.output import human_size, print_rows
 from pyrt.cli.system import parse_filters
 
@@ -33,9 +33,7 @@ def ls_command(quiet: bool, filters: list[str] | None, fmt: str | None) -> None:
 
 
 def inspect_command(names: list[str], fmt: str | None) -> int:
-    from pyrt.cli.containers import inspect_each
-
-    return inspect_each(names, client().inspect_volume, fmt)
+    return inspect_each(client().inspect_volume, names, fmt)
 
 
 def rm_command(names: list[str], force: bool) -> int:
