@@ -449,7 +449,10 @@ def _remove_netavark_chains(before: set[tuple[str, str]]) -> None:
 class PrivatePyrtd:
     """pyrtd from a venv (`bin_dir`/pyrtd, the `pyrt` CLI beside it) on its own socket,
     data root, exec root, pid file and config, containers under a cgroup parent of its
-    own. stop() removes every container, stops the daemon (SIGTERM, by pid), unmounts."""
+    own; its default bridge network (a bridge and nftables table named after its data
+    root) gets a free /24 as its only address pool. stop() removes every container, stops
+    the daemon (SIGTERM, by pid), unmounts, and deletes its bridge and table if the daemon
+    left them."""
 
     def __init__(self, work: Path, bin_dir: Path, *extra: str) -> None:
         self.work = work
@@ -457,7 +460,9 @@ class PrivatePyrtd:
         self.sock = work / "pyrt.sock"
         self.host = f"unix://{self.sock}"
         self.bin_dir = bin_dir
-        (work / "daemon.json").write_text("{}\n")
+        self.subnet = free_subnet()
+        (work / "daemon.json").write_text(json.dumps(
+            {"default-address-pools": [{"base": str(self.subnet), "size": 24}]}) + "\n")
         self.env = {**os.environ, "PYRT_HOST": self.host, "PYRT_NO_AUTOSTART": "1"}
         self.env.pop("PYTHONPATH", None)  # the venv's pyrt, not the source tree
         self.log = work / "pyrtd.log"
@@ -534,6 +539,14 @@ class PrivatePyrtd:
         self._logf.close()
         unmount_all(self.work)
         _remove_cgroup_dirs(self.cgroup_parent.strip("/"))
+        with contextlib.suppress(ImportError):  # a pyrt without networks makes neither
+            from pyrt.networks.service import default_names
+
+            bridge, table = default_names(str(self.work / "root"))
+            if link_exists(bridge):
+                subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+            if f"ip {table}" in _nft_tables():
+                subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
 
 
 def _remove_cgroup_dirs(name: str) -> None:
