@@ -5,15 +5,16 @@ Claim (Milestone 4): pyrtd's memory at most 0.3x that of dockerd + containerd.
 
 Each daemon is started fresh for the run on roots and a socket of its own (benchmarks/
 peers.py: pyrtd from the venv, `--pyrt-bin`; Debian's dockerd with its own containerd,
-iptables off, `--bridge=none`), loads the same docker-archive busybox image (`<cli> load`),
-then sits idle. Memory is read from /proc: Pss (from smaps_rollup: shared pages divided
-among the processes that map them) and VmRSS (status), summed over the daemon's processes
-— pyrtd: its one process; docker: dockerd and the containerd it started — sampled
-`--samples` times 0.5 s apart after `--settle` seconds, the median of the samples kept.
-Then N containers (`run -d IMAGE sleep 3600`, --network none) are started, the daemons
-settle again and are measured again; the per-container shims (pyrt-shim,
-containerd-shim-runc-v2) are reported on their own line, not in the daemon figure (their
-own benchmark is bench_shim_memory.py). The ratio divides pyrt's PSS by docker's.
+iptables off, its default bridge on a bridge of the benchmark's own), loads the same
+docker-archive busybox image (`<cli> load`), then sits idle. Memory is read from /proc:
+Pss (from smaps_rollup: shared pages divided among the processes that map them) and
+VmRSS (status), summed over the daemon's processes — pyrtd: its one process; docker:
+dockerd and the containerd it started — sampled `--samples` times 0.5 s apart after
+`--settle` seconds, the median of the samples kept. Then N containers (`run -d IMAGE
+sleep 3600`, default bridge network) are started, the daemons settle again and are
+measured again; the per-container shims (pyrt-shim, containerd-shim-runc-v2) are reported
+on their own line, not in the daemon figure (their own benchmark is bench_shim_memory.py).
+The ratio divides pyrt's PSS by docker's.
 
     python benchmarks/bench_daemon_memory.py [--containers N] [--quick] [--write-readme]
 
@@ -127,7 +128,7 @@ def measure_pyrt(work: Path, bin_dir: Path, archive: Path, n: int, settle: float
 
 
 def measure_docker(work: Path, archive: Path, n: int, settle: float, samples: int) -> Result:
-    with PrivateDockerd(work) as d:
+    with PrivateDockerd(work, bridge=True) as d:
         d.docker("load", "-i", str(archive))
         time.sleep(settle)
 
@@ -139,7 +140,7 @@ def measure_docker(work: Path, archive: Path, n: int, settle: float, samples: in
 
         idle = sample(daemons(), samples)
         for _ in range(n):
-            d.docker("run", "-d", "--network", "none", IMAGE, "sleep", "3600")
+            d.docker("run", "-d", IMAGE, "sleep", "3600")
         time.sleep(settle)
         busy = sample(daemons(), samples)
         sh = shims(work, "containerd-shim")
