@@ -22,7 +22,7 @@ VIMAGE = "volbb:latest"
 
 
 def full_busybox_tar(tmp: Path) -> bytes:
-    root = bundle.make_busybox_rootfs(tmp / "vol-rootfs")
+    root = bundle.make_busybox_rootfs(tmp / f"vol-rootfs-{uuid.uuid4().hex[:8]}")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         tf.add(root, arcname=".")
@@ -39,8 +39,12 @@ def full_busybox_tar(tmp: Path) -> bytes:
 class VolDaemon(CtDaemon):
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
-        self.client().import_image(io.BytesIO(full_busybox_tar(tmp.parent)), repo="volbb",
-                                   tag="latest", changes=['VOLUME ["/seed"]'])
+        try:
+            self.client().import_image(io.BytesIO(full_busybox_tar(tmp.parent)), repo="volbb",
+                                       tag="latest", changes=['VOLUME ["/seed"]'])
+        except BaseException:
+            self.cleanup()  # a daemon whose fixture never started must not outlive it
+            raise
 
     def cleanup(self) -> None:
         try:
@@ -192,3 +196,30 @@ def test_pyrt_cli_volume_commands_and_run_flags(vd: VolDaemon, tmp_path: Path) -
     out = cli.ok("volume", "prune", "-f")
     assert anon in out and "Total reclaimed space" in out
     assert "Local Volumes" in cli.ok("system", "df")
+
+
+def test_volumes_survive_a_daemon_restart(tmp_path: Path) -> None:
+    first = VolDaemon(tmp_path / "d")
+    second: VolDaemon | None = None
+    try:
+        first.api("POST", "/volumes/create", {"Name": "kept"})
+        first.api("POST", "/volumes/create", {"Name": "ram", "DriverOpts": {
+            "type": "tmpfs", "device": "tmpfs", "o": "size=1m"}})
+        code, _, cid = first.run("echo persisted > /k/f; echo r > /r/f",
+                                 Binds=["kept:/k", "ram:/r"])
+        assert code == 0
+        point = first.api("GET", "/volumes/ram")[1]["Mountpoint"]
+        first.stop()  # SIGTERM: the daemon goes, its containers and their volumes stay
+        second = VolDaemon(tmp_path / "d")
+        assert second.api("GET", "/volumes/kept")[0] == 200
+        code, out, other = second.run("cat /k/f /r/f", Binds=["kept:/k", "ram:/r"])
+        assert (code, out) == (0, "persisted\nr\n")
+        assert second.api("DELETE", "/volumes/ram")[0] == 409  # still used by both
+        for c in (cid, other):
+            assert second.api("DELETE", f"/containers/{c}")[0] == 204
+        assert point not in Path("/proc/self/mounts").read_text()
+        assert second.api("DELETE", "/volumes/ram")[0] == 204
+    finally:
+        if second is None and first.proc.poll() is not None:
+            second = VolDaemon(tmp_path / "d")  # the containers are removed by a daemon
+        (second or first).cleanup()
