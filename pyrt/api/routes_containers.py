@@ -603,12 +603,28 @@ def exec_start(req: Request) -> Response | None:
     get_field(body, "Tty", bool, False, what="exec start")  # the exec's own Tty decides
     size = _console_size(body)
     eid = req.params["id"]
-    run = svc.exec_start(eid, detach=detach, console_size=size)
     if detach:
+        svc.exec_start(eid, detach=True, console_size=size)
         return Response(200, b"", None)
-    tty = run.pty is not None
+    tty = bool(svc.exec_inspect(eid)["ProcessConfig"]["tty"])
+    hijacked: list[Hijacked] = []
+
+    def send_headers() -> None:
+        # before the spawn, as dockerd: output sent right behind the headers would land in
+        # the client's HTTP read buffer, where docker-py (reading the raw socket) misses it
+        hijacked.append(req.hijack(RAW_STREAM if tty else MUX_STREAM))
+
     try:
-        h = req.hijack(RAW_STREAM if tty else MUX_STREAM)
+        run = svc.exec_start(eid, console_size=size, before_spawn=send_headers)
+    except PyrtError as e:
+        if not hijacked:
+            raise  # an HTTP error: nothing was sent yet
+        # the headers are out: the error goes on the stream, as dockerd writes it
+        _send(hijacked[0], _out(tty, 1, f"{e}\r\n".encode()))
+        _end(hijacked[0])
+        return None
+    try:
+        h = hijacked[0]
         try:
             keys = run.instance.config.DetachKeys or DEFAULT_DETACH_KEYS
             detacher = _Detacher(parse_detach_keys(keys, "DetachKeys"))

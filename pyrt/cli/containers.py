@@ -561,7 +561,8 @@ def exec_command(cid: str, command: list[str], *, detach: bool, interactive: boo
 
         while True:
             info = c.exec_inspect(eid)
-            if not info.get("Running"):
+            # ExitCode too: right after the headers the exec may not have started yet
+            if not info.get("Running") and info.get("ExitCode") is not None:
                 final.update(info)
                 return
             time.sleep(0.1)

@@ -39,6 +39,7 @@ import tempfile
 import termios
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -359,11 +360,14 @@ class RunningExec:
 
 
 def start_exec(handle: ContainerHandle, inst: ExecInstance,
-               stdio: tuple[int, int, int] | None = None) -> RunningExec:
+               stdio: tuple[int, int, int] | None = None,
+               before_spawn: Callable[[], None] | None = None) -> RunningExec:
     """Start an exec created by `create_exec` (see the module doc).
 
     Without a tty, `stdio` are the fds the process gets (the caller keeps them); None
-    makes a pipe for each attached stream (and /dev/null for the others).
+    makes a pipe for each attached stream (and /dev/null for the others). `before_spawn`
+    runs once the checks passed, just before the process is made (the API sends its
+    response headers there, as dockerd does, so no output can reach the client first).
     """
     if inst.container_id != handle.id:
         raise InvalidArgument(f"exec {inst.id} belongs to container {inst.container_id}, "
@@ -372,6 +376,8 @@ def start_exec(handle: ContainerHandle, inst: ExecInstance,
         raise Conflict(f"exec {inst.id} has already been started")
     _require_running(handle)
     process = build_process(handle, inst.config)
+    if before_spawn is not None:
+        before_spawn()
     inst.started = True
     mine: list[int] = []  # fds closed after the spawn (the child has its copies)
     handed: dict[str, int] = {}

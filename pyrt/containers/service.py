@@ -40,6 +40,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, cast, overload
 from pyrt.containers.names import generate_unique, validate_name
 from pyrt.containers.options import ContainerConfig, HostConfig, signal_number
 from pyrt.containers.record import INSERT_SQL, Container, ContainerRecord, Paths
+from pyrt.containers.shapes import host_config_view
 from pyrt.containers.trash import Trash
 from pyrt.errors import (
     Conflict,
@@ -803,7 +804,7 @@ class ContainerService:
             "ProcessLabel": "",
             "AppArmorProfile": "",
             "ExecIDs": execs or None,
-            "HostConfig": rec.host_config_api,
+            "HostConfig": host_config_view(rec.host_config_api),
             "GraphDriver": {
                 "Name": "overlay2",
                 "Data": {
@@ -993,7 +994,8 @@ class ContainerService:
 
     def exec_start(self, exec_id: str, *, detach: bool = False,
                    console_size: tuple[int, int] | None = None,
-                   stdio: tuple[int, int, int] | None = None) -> RunningExec:
+                   stdio: tuple[int, int, int] | None = None,
+                   before_spawn: Callable[[], None] | None = None) -> RunningExec:
         """docker exec start: run the exec's process; the RunningExec gives its pipes or
         pty (see pyrt.containers.exec) and `wait()`s for its exit code.
 
@@ -1003,7 +1005,8 @@ class ContainerService:
         (the caller keeps them). Conflict when the exec was started already or the
         container is not running. The ExitCode is recorded (and "exec_die" published with
         it) by a waiter thread when the process ends; a command that does not exist or
-        cannot be executed ends at once with 127 or 126."""
+        cannot be executed ends at once with 127 or 126. before_spawn: see
+        pyrt.containers.exec.start_exec."""
         from dataclasses import replace
 
         from pyrt.containers.exec import start_exec
@@ -1020,7 +1023,7 @@ class ContainerService:
                 own.append(null)
                 stdio = (null, null, null)
             try:
-                run = start_exec(self.handle(rec.id), inst, stdio)
+                run = start_exec(self.handle(rec.id), inst, stdio, before_spawn)
             finally:
                 for fd in own:
                     os.close(fd)
@@ -1112,6 +1115,10 @@ class ContainerService:
         """Set the window size of a running exec's tty (FailedPrecondition without a
         tty, Conflict when it is not running)."""
         ex = self._exec(exec_id)
+        if ex.run is None and ex.lock.acquire(timeout=10):
+            # exec_start holds the lock while it spawns (the API has sent its headers by
+            # then, so a client's resize can come first): wait for it, as dockerd does
+            ex.lock.release()
         run = ex.run
         if run is None or not ex.instance.running:
             raise Conflict(f"exec {exec_id} is not running")
