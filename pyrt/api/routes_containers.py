@@ -133,10 +133,12 @@ def start(req: Request) -> Response:
 
 def stop(req: Request) -> Response:
     svc = _svc(req)
+    # a bad t or signal is 400 whatever the state, as dockerd reads them first
+    timeout, sig = _timeout_param(req), _signal_param(req)
     rec = svc.resolve(req.params["id"])
     if rec.state not in (*_LIVE, "restarting"):
         return empty_response(304)
-    svc.stop(rec.id, timeout=_timeout_param(req), signal=_signal_param(req))
+    svc.stop(rec.id, timeout=timeout, signal=sig)
     return empty_response(204)
 
 
@@ -203,10 +205,16 @@ def wait(req: Request) -> StreamResponse:
                 if late is None:
                     continue
                 result = late
-            yield json.dumps(result).encode() + b"\n"
+            yield json.dumps(_without_nulls(result)).encode() + b"\n"
             return
 
     return StreamResponse(chunks=chunks(), eager=True)
+
+
+def _without_nulls(view: dict[str, Any]) -> dict[str, Any]:
+    """`view` less its null fields: the API document types them object or integer, not
+    nullable (wait's Error when there is none, an exec's ExitCode while it has none)."""
+    return {k: v for k, v in view.items() if v is not None}
 
 
 def remove(req: Request) -> Response:
@@ -693,7 +701,7 @@ def exec_resize(req: Request) -> Response:
 
 
 def exec_inspect(req: Request) -> Response:
-    return json_response(_svc(req).exec_inspect(req.params["id"]))
+    return json_response(_without_nulls(_svc(req).exec_inspect(req.params["id"])))
 
 
 # -- top / stats ------------------------------------------------------------------------------
@@ -756,7 +764,8 @@ def archive_put(req: Request) -> Response:
 
 def export(req: Request) -> StreamResponse:
     chunks = _svc(req).export(req.params["id"])
-    return StreamResponse(chunks=chunks, content_type="application/x-tar")
+    # what the API document (and dockerd, by Go's sniffing) gives for an export
+    return StreamResponse(chunks=chunks, content_type="application/octet-stream")
 
 
 def changes(req: Request) -> Response:
@@ -815,7 +824,7 @@ def prune(req: Request) -> Response:
             continue  # started or removed meanwhile: not this prune's to take
         deleted.append(c["Id"])
         reclaimed += int(c.get("SizeRw") or 0)
-    return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+    return json_response({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed})
 
 
 def register(router: Router) -> None:

@@ -31,7 +31,7 @@ from pyrt.api.routing import (
     empty_response,
     json_response,
 )
-from pyrt.errors import InvalidArgument, Unavailable
+from pyrt.errors import InvalidArgument, NotFound, Unavailable
 from pyrt.images.progress import ProgressEvent
 
 _END = object()
@@ -253,7 +253,11 @@ def push(req: Request) -> StreamResponse:
     name = req.params["name"]
     t = query_str(req.query, "tag")
     ref = parse_normalized(f"{name}:{t}" if t else name)
-    app.engine.images.get(str(ref))  # NotFound (404) before anything streams
+    try:
+        app.engine.images.get(str(ref))  # 404 before anything streams, in dockerd's words
+    except NotFound:
+        raise NotFound("An image does not exist locally with the tag: "
+                       f"{ref.name_only().familiar()}") from None
     repo = str(ref.name_only())
 
     def work(sink: Any) -> Any:

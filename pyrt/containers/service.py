@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, cast, overload
 from pyrt.containers.names import generate_unique, validate_name
 from pyrt.containers.options import ContainerConfig, HostConfig, signal_number
 from pyrt.containers.record import INSERT_SQL, Container, ContainerRecord, Paths
-from pyrt.containers.shapes import host_config_view
+from pyrt.containers.shapes import config_view, host_config_view
 from pyrt.containers.trash import Trash
 from pyrt.errors import (
     Conflict,
@@ -778,7 +778,7 @@ class ContainerService:
         execs = [r["id"] for r in self.db.query(
             "SELECT id FROM exec_instances WHERE container_id = ? AND exit_code IS NULL "
             "ORDER BY created_at", (rec.id,))]  # fmt: skip
-        config = dict(rec.config_api)
+        config = config_view(rec.config_api)
         config["Hostname"] = config.get("Hostname") or rec.id[:12]
         config["Env"] = list(rec.spec.get("process", {}).get("env", config.get("Env", [])))
         config["Cmd"] = rec.config.Cmd

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pyrt.containers.specgen import host_cgroup_v2
+from pyrt.images.models import fill_config_nulls
+
 
 def host_config_view(api: Mapping[str, Any]) -> dict[str, Any]:
     """HostConfig as inspect shows it: the stored form with docker's defaults filled in
@@ -29,7 +32,18 @@ def host_config_view(api: Mapping[str, Any]) -> dict[str, Any]:
     policy["Name"] = policy.get("Name") or "no"
     policy["MaximumRetryCount"] = int(policy.get("MaximumRetryCount") or 0)
     out["RestartPolicy"] = policy
+    # the namespace the container got (pyrt.containers.specgen.namespaces' default)
+    out["CgroupnsMode"] = out.get("CgroupnsMode") or ("private" if host_cgroup_v2() else "host")
+    if out.get("OomKillDisable") is None:
+        out["OomKillDisable"] = False
+    if out.get("MemorySwappiness") is None:  # unset: docker sends null, the API an int
+        out.pop("MemorySwappiness", None)
     return out
+
+
+def config_view(api: Mapping[str, Any]) -> dict[str, Any]:
+    """Config as inspect shows it: [] / {} for null arrays and objects."""
+    return fill_config_nulls(dict(api))
 
 
 _HOST_ARRAYS = (

@@ -208,7 +208,7 @@ class HistoryItem(TypedDict):
     Id: str
     Created: int
     CreatedBy: str
-    Tags: list[str] | None
+    Tags: list[str]
     Size: int
     Comment: str
 
@@ -235,7 +235,22 @@ def container_config(raw_config: Any) -> dict[str, Any]:
     for key in _CONFIG_OPTIONAL:
         if src.get(key) not in (None, "", False):
             out[key] = src[key]
-    return out
+    return fill_config_nulls(out)
+
+
+#: fields of a container config the API document (1.44) types as array or object, not
+#: nullable: [] or {} where docker would send null (OnBuild, Shell may be null)
+_CONFIG_EMPTY: dict[str, type[list[Any]] | type[dict[str, Any]]] = {
+    "Env": list, "Cmd": list, "Entrypoint": list, "Volumes": dict, "Labels": dict}
+
+
+def fill_config_nulls(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` (docker's container Config shape) with [] / {} for its null arrays and
+    objects, as the API document types them; changed in place and returned."""
+    for key, empty in _CONFIG_EMPTY.items():
+        if key in config and config[key] is None:
+            config[key] = empty()
+    return config
 
 
 def summary(image: Image) -> ImageSummary:
@@ -312,18 +327,18 @@ def history(image: Image) -> list[HistoryItem]:
                 size = sizes[layer_i] if layer_i < len(sizes) else 0
                 layer_i += 1
             items.append(HistoryItem(Id=MISSING, Created=unix_seconds(h.created),
-                                     CreatedBy=h.created_by, Tags=None, Size=size,
+                                     CreatedBy=h.created_by, Tags=[], Size=size,
                                      Comment=h.comment))
     else:  # no history recorded: one line per layer, dated by the image
         created = unix_seconds(image.created)
-        items = [HistoryItem(Id=MISSING, Created=created, CreatedBy="", Tags=None, Size=s,
+        items = [HistoryItem(Id=MISSING, Created=created, CreatedBy="", Tags=[], Size=s,
                              Comment="") for s in sizes]
         if not items:
-            items = [HistoryItem(Id=MISSING, Created=created, CreatedBy="", Tags=None,
+            items = [HistoryItem(Id=MISSING, Created=created, CreatedBy="", Tags=[],
                                  Size=0, Comment="")]
     items.reverse()
     items[0]["Id"] = image.id
-    items[0]["Tags"] = image.familiar_tags() or None
+    items[0]["Tags"] = image.familiar_tags()  # [] when untagged: the API types it array
     return items
 
 

@@ -198,7 +198,7 @@ def test_logs(dc: docker.DockerClient) -> None:
     c = dc.containers.run(IMAGE, ["sh", "-c", "echo one; echo two >&2; echo three"],
                           detach=True, name=uname())
     try:
-        assert c.wait(timeout=30) == {"StatusCode": 0, "Error": None}
+        assert c.wait(timeout=30) == {"StatusCode": 0}
         assert c.logs() == b"one\ntwo\nthree\n" or sorted(c.logs().splitlines()) == \
             [b"one", b"three", b"two"]
         assert c.logs(stderr=False) == b"one\nthree\n"
@@ -289,7 +289,7 @@ def test_stop_start_restart_kill_wait(dc: docker.DockerClient) -> None:
         c.reload()
         assert c.status == "running" and c.attrs["State"]["Pid"] != pid
         c.kill(signal="SIGKILL")
-        assert c.wait(timeout=10) == {"StatusCode": 137, "Error": None}
+        assert c.wait(timeout=10) == {"StatusCode": 137}
         c.reload()
         assert c.status == "exited"
         with pytest.raises(APIError) as ei:
@@ -324,7 +324,7 @@ def test_wait_for_exit_code_and_kill_signal(dc: docker.DockerClient) -> None:
                 break
             except Exception:  # requests' ReadTimeout: still running
                 assert time.monotonic() < deadline, "the container ignored SIGUSR1"
-        assert res == {"StatusCode": 42, "Error": None}
+        assert res == {"StatusCode": 42}
         r = dc.containers.run(IMAGE, ["sh", "-c", "exit 5"], detach=True, name=uname())
         try:
             assert r.wait(timeout=30)["StatusCode"] == 5

@@ -230,7 +230,7 @@ def test_lifecycle_status_codes(ctd: CtDaemon) -> None:
     assert ctd.api("GET", f"/containers/{cid}/json")[1]["State"]["Running"] is True
     assert ctd.api("POST", f"/containers/{cid}/kill?signal=SIGKILL")[0] == 204
     status, out = ctd.api("POST", f"/containers/{cid}/wait")
-    assert (status, out) == (200, {"StatusCode": 137, "Error": None})
+    assert (status, out) == (200, {"StatusCode": 137})
     assert ctd.api("DELETE", f"/containers/{cid}?force=1&v=1")[0] == 204
     status, out = ctd.api("GET", f"/containers/{cid}/json")
     assert (status, out) == (404, {"message": f"No such container: {cid}"})
@@ -255,7 +255,7 @@ def test_wait_sends_headers_at_once(ctd: CtDaemon) -> None:
             assert chunk
             body += chunk
         size, payload = body.split(b"\r\n", 1)
-        assert json.loads(payload[:int(size, 16)]) == {"StatusCode": 137, "Error": None}
+        assert json.loads(payload[:int(size, 16)]) == {"StatusCode": 137}
     finally:
         s.close()
     ctd.api("DELETE", f"/containers/{cid}")
@@ -317,7 +317,7 @@ def test_attach_before_start_with_stdin_upgrade(ctd: CtDaemon) -> None:
         assert {st for st, _ in got} == {1}
     finally:
         s.close()
-    assert ctd.api("POST", f"/containers/{cid}/wait")[1] == {"StatusCode": 0, "Error": None}
+    assert ctd.api("POST", f"/containers/{cid}/wait")[1] == {"StatusCode": 0}
     ctd.api("DELETE", f"/containers/{cid}")
 
 
@@ -363,7 +363,7 @@ def test_exec_api(ctd: CtDaemon) -> None:
     status, body = ctd.api("POST", f"/exec/{did}/start", {"Detach": True})
     assert status == 200
     deadline = time.monotonic() + 10
-    while ctd.api("GET", f"/exec/{did}/json")[1]["ExitCode"] is None:
+    while ctd.api("GET", f"/exec/{did}/json")[1].get("ExitCode") is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert ctd.api("GET", f"/exec/{did}/json")[1]["ExitCode"] == 2
@@ -436,7 +436,7 @@ def test_tty_attach_resize_and_exec_resize(ctd: CtDaemon) -> None:
         assert b"30 100" in body and not body.startswith(b"\x01\x00")
     finally:
         s.close()
-    assert ctd.api("POST", f"/containers/{cid}/wait")[1] == {"StatusCode": 7, "Error": None}
+    assert ctd.api("POST", f"/containers/{cid}/wait")[1] == {"StatusCode": 7}
     # an exec with a tty, resized while it runs
     cid2 = ctd.create(["sleep", "60"])
     assert ctd.api("POST", f"/containers/{cid2}/start")[0] == 204
@@ -535,7 +535,7 @@ def test_prune(ctd: CtDaemon) -> None:
         assert ctd.api("GET", f"/containers/{cid}/json")[0] == code
     old = urllib.parse.quote(json.dumps({"until": ["1000000000"]}))
     status, out = ctd.api("POST", f"/containers/prune?filters={old}")
-    assert (status, out["ContainersDeleted"]) == (200, None)
+    assert (status, out["ContainersDeleted"]) == (200, [])
     assert ctd.api("GET", f"/containers/{other}/json")[0] == 200
     bad = urllib.parse.quote(json.dumps({"bogus": ["1"]}))
     status, out = ctd.api("POST", f"/containers/prune?filters={bad}")
@@ -562,7 +562,7 @@ def test_wait_next_exit_then_start_at_once(ctd: CtDaemon) -> None:
                 assert chunk
                 body += chunk
             size, payload = body.split(b"\r\n", 1)
-            assert json.loads(payload[:int(size, 16)]) == {"StatusCode": i, "Error": None}
+            assert json.loads(payload[:int(size, 16)]) == {"StatusCode": i}
         finally:
             s.close()
         assert ctd.api("DELETE", f"/containers/{cid}")[0] == 204

@@ -189,7 +189,7 @@ def test_lookup_inspect_history(env: Env) -> None:
     cfg = info["Config"]
     assert cfg["Cmd"] == ["/bin/sh"] and cfg["Env"] == ["PATH=/bin"]
     assert cfg["Labels"] == {"k": "v"} and cfg["ExposedPorts"] == {"80/tcp": {}}
-    assert cfg["Tty"] is False and cfg["Hostname"] == "" and cfg["Entrypoint"] is None
+    assert cfg["Tty"] is False and cfg["Hostname"] == "" and cfg["Entrypoint"] == []
     assert info["RootFS"] == {"Type": "layers", "Layers": built.diff_ids}
     chain = img.chain_ids
     gd = info["GraphDriver"]
@@ -205,7 +205,7 @@ def test_lookup_inspect_history(env: Env) -> None:
     assert [h["CreatedBy"] for h in hist] == ["/bin/sh -c #(nop) ADD layer1", "CMD",
                                               "/bin/sh -c #(nop) ADD layer0"]
     assert [h["Size"] for h in hist] == [built.tar_sizes[1], 0, built.tar_sizes[0]]
-    assert hist[0]["Tags"] == [ref] and hist[1]["Tags"] is None
+    assert hist[0]["Tags"] == [ref] and hist[1]["Tags"] == []
     assert hist[1]["Comment"] == "metadata only"
     assert hist[0]["Created"] == 1704164645
 

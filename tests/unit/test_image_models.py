@@ -99,7 +99,7 @@ def test_inspect_fields_config_defaults_and_graphdriver() -> None:
                               "AttachStderr", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd",
                               "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild",
                               "Labels"]
-    assert cfg["Cmd"] == ["sh"] and cfg["Env"] == ["X=1"] and cfg["Entrypoint"] is None
+    assert cfg["Cmd"] == ["sh"] and cfg["Env"] == ["X=1"] and cfg["Entrypoint"] == []
     assert "ExposedPorts" not in cfg and "Healthcheck" not in cfg
     assert out["GraphDriver"] == {"Name": "overlay2", "Data": {
         "UpperDir": "/s/top/fs", "LowerDir": "/s/mid/fs:/s/bot/fs",
@@ -119,7 +119,7 @@ def test_container_config_keeps_present_optional_fields() -> None:
     cfg = models.container_config({"ExposedPorts": {"80/tcp": {}}, "StopSignal": "SIGINT",
                                    "Env": None, "Labels": None, "ArgsEscaped": True})
     assert cfg["ExposedPorts"] == {"80/tcp": {}} and cfg["StopSignal"] == "SIGINT"
-    assert cfg["ArgsEscaped"] is True and cfg["Env"] is None and cfg["Labels"] is None
+    assert cfg["ArgsEscaped"] is True and cfg["Env"] == [] and cfg["Labels"] == {}
     assert models.container_config(None)["User"] == ""
 
 
@@ -129,14 +129,14 @@ def test_history_newest_first_with_sizes_and_missing_ids() -> None:
     assert [x["Id"] for x in h] == [img.id, "<missing>", "<missing>"]
     assert [x["CreatedBy"] for x in h] == ["RUN touch x", "CMD [\"sh\"]", "ADD rootfs"]
     assert [x["Size"] for x in h] == [200, 0, 100]
-    assert h[0]["Tags"] == ["busybox:latest"] and h[1]["Tags"] is None
+    assert h[0]["Tags"] == ["busybox:latest"] and h[1]["Tags"] == []
     assert h[0]["Comment"] == "c" and h[2]["Created"] == 1684527570
 
 
 def test_history_without_recorded_history() -> None:
     img = make_image({"history": []}, sizes=(5, 7))
     h = models.history(img)
-    assert [x["Size"] for x in h] == [7, 5] and h[0]["Tags"] is None
+    assert [x["Size"] for x in h] == [7, 5] and h[0]["Tags"] == []
     assert all(x["Created"] == 1684527571 for x in h)
 
 
