@@ -212,8 +212,8 @@ def wait(req: Request) -> StreamResponse:
 
 
 def _without_nulls(view: dict[str, Any]) -> dict[str, Any]:
-    """`view` less its null fields: the API document types them object or integer, not
-    nullable (wait's Error when there is none, an exec's ExitCode while it has none)."""
+    """`view` less its null fields, which the API document types object, not nullable
+    (wait's Error when there is none)."""
     return {k: v for k, v in view.items() if v is not None}
 
 
@@ -701,7 +701,9 @@ def exec_resize(req: Request) -> Response:
 
 
 def exec_inspect(req: Request) -> Response:
-    return json_response(_without_nulls(_svc(req).exec_inspect(req.params["id"])))
+    # ExitCode stays null until the exec has one, as dockerd sends it (the API document
+    # says integer): docker-py's exec_run(detach=True) reads it at once, by index
+    return json_response(_svc(req).exec_inspect(req.params["id"]))
 
 
 # -- top / stats ------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from pyrt.api import API_VERSION
 from pyrt.api.errors import (
     JSON_CONTENT_TYPE,
     BodyTooLarge,
+    HTTPError,
     body_of,
     message_of,
     status_of,
@@ -250,27 +251,41 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Docker-Experimental", "false")
         self.send_header("Ostype", "linux")
 
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """http.server's own errors (a request line or headers it cannot parse: 400,
+        414, 431, 505) as the API's: {"message"} with Content-Type application/json, and
+        an HTTP/1.1 status line even for a request too broken to name its version (the
+        stdlib would send a bare HTML page); the connection closes after it."""
+        if self.request_version in ("", "HTTP/0.9"):
+            self.request_version = "HTTP/1.1"
+        self.close_connection = True
+        text = message or self.responses.get(code, ("error", ""))[0]
+        self._send(Response(code, body_of(HTTPError(code, text)) + b"\n", JSON_CONTENT_TYPE),
+                   self.command == "HEAD")
+
     # one request -------------------------------------------------------------------------
     def handle_one_request(self) -> None:
         try:
+            # the idle timeout covers the request line and the headers: a client that
+            # stalls in them does not hold its thread for ever
             self.connection.settimeout(self.server.idle_timeout)
             self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
         except (TimeoutError, OSError):
             self.close_connection = True
             return
         finally:
             with contextlib.suppress(OSError):
                 self.connection.settimeout(None)
-        if len(self.raw_requestline) > 65536:
-            self.requestline = self.request_version = self.command = ""
-            self.send_error(414)
-            self.close_connection = True
-            return
-        if not self.raw_requestline:
-            self.close_connection = True
-            return
-        if not self.parse_request():
-            return
         self.server.request_started()
         try:
             self._dispatch()

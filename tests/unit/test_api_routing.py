@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +228,37 @@ def test_hijack_upgrade(server: str) -> None:
         assert s.recv(10) == b""  # closed when the route returned
     finally:
         s.close()
+
+
+def test_unparsable_requests_get_json_errors_and_stalled_ones_are_dropped(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / f"api-{uuid.uuid4().hex[:6]}.sock")
+    srv = APIServer(_routes(), App(engine=None), idle_timeout=0.5)
+    srv.listen_unix(path, group=None)
+    srv.start()
+    try:
+        # a request line http.server cannot parse: a status line and {"message"}, as for
+        # any other error (the stdlib alone sends a bare HTML page)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(b"garbage\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        s.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ")
+        assert b"\r\nContent-Type: application/json\r\n" in head
+        assert json.loads(body) == {"message": "Bad request syntax ('garbage')"}
+        # headers that never end: dropped after the idle timeout, not held for ever
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow:")
+        started = time.monotonic()
+        assert s.recv(100) == b""
+        assert time.monotonic() - started < 5
+        s.close()
+    finally:
+        srv.shutdown(grace=2)
