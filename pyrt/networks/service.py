@@ -426,7 +426,7 @@ class NetworkService:
             "Name": n.name, "Id": n.id, "Created": n.created, "Scope": "local",
             "Driver": n.driver, "EnableIPv6": False,
             "IPAM": {"Driver": str(n.ipam.get("Driver") or "default"),
-                     "Options": n.ipam.get("Options") or None, "Config": cfg},
+                     "Options": dict(n.ipam.get("Options") or {}), "Config": cfg},
             "Internal": n.internal, "Attachable": n.attachable, "Ingress": False,
             "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {},
             "Options": dict(n.options), "Labels": dict(n.labels),
@@ -931,14 +931,15 @@ class NetworkService:
                 continue
             prefix = int(n.subnet.rsplit("/", 1)[1]) if n.subnet and ep.ip_address else 0
             d = {
+                # [] where the API document says array (dockerd sends null)
                 "IPAMConfig": {"IPv4Address": ep.requested_ip} if ep.requested_ip else None,
-                "Links": None, "Aliases": ep.aliases or None,
+                "Links": [], "Aliases": list(ep.aliases),
                 "MacAddress": ep.mac_address, "DriverOpts": None, "NetworkID": n.id,
                 "EndpointID": ep.endpoint_id if ep.ip_address else "",
                 "Gateway": n.gateway if ep.ip_address and not n.internal else "",
                 "IPAddress": ep.ip_address, "IPPrefixLen": prefix, "IPv6Gateway": "",
                 "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                "DNSNames": ([rec.name, rec.id[:12], *ep.aliases] if n.is_user else None),
+                "DNSNames": ([rec.name, rec.id[:12], *ep.aliases] if n.is_user else []),
             }  # fmt: skip
             nets[n.name] = d
             if n.name == "bridge" and ep.ip_address:
@@ -946,11 +947,11 @@ class NetworkService:
         mode = self.network_mode(rec.host_config.NetworkMode)
         if mode in ("host", "none"):
             n = self.get(mode)
-            nets[mode] = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "",
+            nets[mode] = {"IPAMConfig": None, "Links": [], "Aliases": [], "MacAddress": "",
                           "DriverOpts": None, "NetworkID": n.id, "EndpointID": "",
                           "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
                           "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                          "DNSNames": None}  # fmt: skip
+                          "DNSNames": []}  # fmt: skip
         ports: dict[str, Any] = {}
         exposed = list(rec.config.ExposedPorts) + list(rec.host_config.PortBindings)
         for key in exposed:

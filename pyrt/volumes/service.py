@@ -84,7 +84,8 @@ class Volume:
     def to_api(self) -> dict[str, Any]:
         return {"CreatedAt": self.created, "Driver": self.driver, "Labels": dict(self.labels),
                 "Mountpoint": str(self.mountpoint), "Name": self.name,
-                "Options": dict(self.options) if self.options is not None else None,
+                # {} without driver options: the API document types it object (dockerd: null)
+                "Options": dict(self.options or {}),
                 "Scope": "local"}  # fmt: skip
 
 

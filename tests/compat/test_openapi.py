@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+import secrets
 import socket
 import tarfile
 import time
@@ -462,6 +463,89 @@ def test_image_endpoints(a: Api, registry: Registry) -> None:
                                                                   "SpaceReclaimed": 0}
 
 
+def test_network_endpoints(a: Api) -> None:
+    name = uname()
+    third = 150 + secrets.randbelow(50)  # 10.<150-199>.77.0/24: no other test's subnet
+    body = {"Name": name, "Driver": "bridge", "Labels": {"oa": "1"},
+            "IPAM": {"Config": [{"Subnet": f"10.{third}.77.0/24",
+                                 "Gateway": f"10.{third}.77.1"}]}}
+    nid = a.call("POST", "/networks/create", body=body, expect=201).json()["Id"]
+    try:
+        check_error(a.call("POST", "/networks/create", body=body), 409, contains=name)
+        for q in ({}, {"filters": json.dumps({"type": ["custom"]})},
+                  {"filters": json.dumps({"label": ["oa=1"]})}):
+            a.call("GET", "/networks", query=q, expect=200)
+        for n in ("bridge", "host", "none", name):
+            info = a.call("GET", "/networks/{id}", params={"id": n}, query={"verbose": True},
+                          expect=200).json()
+            assert info["Name"] == n
+        cid = create(a, ["sleep", "60"])
+        a.call("POST", "/networks/{id}/connect", params={"id": nid},
+               body={"Container": cid, "EndpointConfig": {"Aliases": ["oa-alias"]}},
+               expect=200)
+        a.call("POST", "/containers/{id}/start", params={"id": cid}, expect=204)
+        ns = a.call("GET", "/containers/{id}/json", params={"id": cid},
+                    expect=200).json()["NetworkSettings"]
+        assert ns["Networks"][name]["IPAddress"].startswith(f"10.{third}.77.")
+        assert "oa-alias" in ns["Networks"][name]["Aliases"]
+        assert cid in a.call("GET", "/networks/{id}", params={"id": nid},
+                             expect=200).json()["Containers"]
+        a.call("GET", "/containers/json", expect=200)
+        check_error(a.call("DELETE", "/networks/{id}", params={"id": nid}), 403)
+        a.call("POST", "/networks/{id}/disconnect", params={"id": nid},
+               body={"Container": cid, "Force": True}, expect=200)
+        a.call("DELETE", "/containers/{id}", params={"id": cid}, query={"force": True},
+               expect=204)
+        check_error(a.call("DELETE", "/networks/{id}", params={"id": "bridge"}), 403)
+        check_error(a.call("GET", "/networks/{id}", params={"id": "no-such-net"}), 404,
+                    contains="no-such-net")
+        check_error(a.call("POST", "/networks/{id}/connect", params={"id": nid},
+                           body={"Container": "nosuch"}), 404, "No such container: nosuch")
+        r = a.raw("POST", "/networks/create", b'{"Name": ', {"Content-Type": "application/json"})
+        check_error(r, 400)
+        pruned = a.call("POST", "/networks/prune",
+                        query={"filters": json.dumps({"label": ["oa=1"]})}, expect=200).json()
+        assert pruned["NetworksDeleted"] == [name]
+    finally:
+        a.raw("DELETE", f"/networks/{nid}")
+    check_error(a.call("DELETE", "/networks/{id}", params={"id": nid}), 404)
+
+
+def test_volume_endpoints(a: Api) -> None:
+    name = uname()
+    vol = a.call("POST", "/volumes/create", body={"Name": name, "Labels": {"oa": "1"}},
+                 expect=201).json()
+    assert vol["Name"] == name and vol["Driver"] == "local"
+    try:
+        anon = a.call("POST", "/volumes/create", body={}, expect=201).json()["Name"]
+        listed = a.call("GET", "/volumes", expect=200).json()
+        assert {name, anon} <= {v["Name"] for v in listed["Volumes"]}
+        a.call("GET", "/volumes", query={"filters": json.dumps({"label": ["oa=1"]})},
+               expect=200)
+        a.call("GET", "/volumes/{name}", params={"name": name}, expect=200)
+        cid = create(a, ["sh", "-c", "echo hi > /data/f"],
+                     HostConfig={"Binds": [f"{name}:/data"]})
+        a.call("POST", "/containers/{id}/start", params={"id": cid}, expect=204)
+        a.call("POST", "/containers/{id}/wait", params={"id": cid}, expect=200)
+        mounts = a.call("GET", "/containers/{id}/json", params={"id": cid},
+                        expect=200).json()["Mounts"]
+        assert [m["Name"] for m in mounts] == [name]
+        df = a.call("GET", "/system/df", query={"type": ["volume"]}, expect=200).json()
+        assert name in {v["Name"] for v in df["Volumes"]}
+        check_error(a.call("DELETE", "/volumes/{name}", params={"name": name}), 409)
+        a.call("DELETE", "/containers/{id}", params={"id": cid}, expect=204)
+        check_error(a.call("GET", "/volumes/{name}", params={"name": "no-such-vol"}), 404,
+                    contains="no-such-vol")
+        check_error(a.call("DELETE", "/volumes/{name}", params={"name": "no-such-vol"}), 404)
+        r = a.raw("POST", "/volumes/create", b'{"Name": 5}', {"Content-Type": "application/json"})
+        check_error(r, 400)
+        pruned = a.call("POST", "/volumes/prune", expect=200).json()
+        assert anon in pruned["VolumesDeleted"] and name not in pruned["VolumesDeleted"]
+    finally:
+        a.raw("DELETE", f"/volumes/{name}?force=1")
+    check_error(a.call("DELETE", "/volumes/{name}", params={"name": name}), 404)
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 
@@ -694,6 +778,8 @@ SAFE_OPERATIONS = (
     ("GET", "/exec/{id}/json"), ("GET", "/info"), ("GET", "/version"), ("GET", "/system/df"),
     ("POST", "/containers/{id}/kill"), ("POST", "/containers/{id}/exec"),
     ("POST", "/exec/{id}/resize"), ("POST", "/containers/create"),
+    ("GET", "/networks"), ("GET", "/networks/{id}"), ("GET", "/volumes"),
+    ("GET", "/volumes/{name}"),
 )
 
 
