@@ -432,6 +432,7 @@ class ContainerService:
             mount = self.snapshots.prepare_container_rootfs(chain, p.fs)
             p.merged.mkdir(mode=0o755, exist_ok=True)
             mount.mount(p.merged)
+        self.volumes.ensure_mounted(rec.id)  # a device volume a reboot unmounted
         if self.runtime._dir(rec.id).exists():
             self.runtime.delete(rec.id, force=True)
         shutil.rmtree(p.shim, ignore_errors=True)

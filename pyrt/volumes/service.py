@@ -32,6 +32,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -42,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyrt.errors import Conflict, InvalidArgument, NotFound, SystemError_
+from pyrt.errors import Conflict, InvalidArgument, NotFound, PyrtError, SystemError_
 from pyrt.volumes import local
 from pyrt.volumes.specs import (
     MountSpec,
@@ -60,6 +61,7 @@ META = "volume.json"
 DATA = "_data"
 REFS = "_containers"
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
+log = logging.getLogger("pyrt.volumes")
 _LIST_FILTERS = ("dangling", "name", "label", "driver")
 _PRUNE_FILTERS = ("label", "label!", "all")
 
@@ -175,7 +177,10 @@ class VolumeService:
         self._copy_locks: dict[str, threading.Lock] = {}
         for entry in os.listdir(self.root):
             if entry.startswith((".tmp-", ".rm-")):  # left by a crash: never visible
-                self._destroy_dir(self.root / entry)
+                try:
+                    self._destroy_dir(self.root / entry)
+                except SystemError_ as e:  # kept (something is mounted there), not fatal
+                    log.warning("volumes: %s", e)
         for entry in os.listdir(self.refs_dir):
             if entry.endswith(".json") and not entry.startswith("."):
                 with contextlib.suppress(OSError, ValueError):
@@ -489,6 +494,19 @@ class VolumeService:
         with lk:
             copy_up(rootfs, target, str(vol.mountpoint))
 
+    def ensure_mounted(self, cid: str) -> None:
+        """Before a container starts: its device volumes are mounted (one whose mount was
+        lost, to a reboot or a failure at engine start, is mounted again or the start
+        fails), so it never writes into the bare _data directory instead."""
+        with self._lock:
+            u = self._uses.get(cid)
+            for name in dict.fromkeys(u.volumes if u is not None else []):
+                with contextlib.suppress(NotFound):  # removed by force: the start says so
+                    vol = self._load(name)
+                    opts = vol.options or {}
+                    if local.needs_mount(opts) and not local.is_mounted(str(vol.mountpoint)):
+                        local.mount_device(opts, str(vol.mountpoint))
+
     def release(self, cid: str, remove_anonymous: bool = False) -> None:
         """A container is gone: its references are dropped (a device volume nobody uses
         is unmounted) and, with remove_anonymous, the anonymous volumes made for it are
@@ -523,10 +541,13 @@ class VolumeService:
             for vol in self.all():
                 opts = vol.options or {}
                 mounted = local.is_mounted(str(vol.mountpoint))
-                if vol.name in used and local.needs_mount(opts) and not mounted:
-                    local.mount_device(opts, str(vol.mountpoint))
-                elif vol.name not in used and mounted:
-                    local.unmount(str(vol.mountpoint))
+                try:
+                    if vol.name in used and local.needs_mount(opts) and not mounted:
+                        local.mount_device(opts, str(vol.mountpoint))
+                    elif vol.name not in used and mounted:
+                        local.unmount(str(vol.mountpoint))
+                except PyrtError as e:  # one volume's device must not keep the engine down
+                    log.warning("volume %s: %s", vol.name, e)
 
 
 def _mount_point(spec: MountSpec, vol: Volume | None) -> dict[str, Any]:

@@ -397,3 +397,17 @@ def test_filesystem_device_volume(engine: Engine, loop_ext4: str) -> None:
         run(engine, "true", {"Binds": ["bad:/b"]})
     assert engine.containers.list(all=True) == []
     assert not local.is_mounted(engine.volumes.inspect("bad")["Mountpoint"])
+
+
+def test_a_lost_device_mount_is_made_again_at_start(engine: Engine) -> None:
+    engine.volumes.create("ram", driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})
+    cid = engine.containers.create({"Image": IMAGE, "Cmd": ["sh", "-c", "grep -c ' /r tmpfs' "
+                                                           "/proc/mounts"]},
+                                   {"Binds": ["ram:/r"]})
+    point = engine.volumes.inspect("ram")["Mountpoint"]
+    local.unmount(point)  # as a reboot would
+    engine.containers.start(cid)
+    assert engine.containers.wait(cid, timeout=30)["StatusCode"] == 0
+    assert logs(engine, cid) == b"1\n" and local.is_mounted(point)
+    engine.containers.remove(cid)
+    assert not local.is_mounted(point)
