@@ -13,7 +13,8 @@ All the work runs on one thread of the driver's own. pyroute2 0.9 keeps an event
 a socket per calling thread (and refuses a given socket on another thread), and setns(2)
 or unshare(2) change only the calling thread's namespace: one owner thread keeps the host
 socket open across calls (no socket set-up per container) and lets that thread step into
-a namespace for a moment (create a socket there, step back) without forking. A netns is
+a namespace for a moment (configure the container's end there with a few ioctls, step
+back) without forking. A netns is
 made with unshare(CLONE_NEWNET) on that thread and pinned by bind-mounting
 /proc/thread-self/ns/net onto a file; the thread then returns to the host's namespace.
 
@@ -43,7 +44,9 @@ T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 MNT_DETACH = 2
-SIOCSIFFLAGS = 0x8914
+SIOCSIFFLAGS, SIOCGIFFLAGS = 0x8914, 0x8913
+SIOCSIFADDR, SIOCSIFNETMASK, SIOCADDRT = 0x8916, 0x891C, 0x890B
+RTF_UP, RTF_GATEWAY = 0x1, 0x2
 IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
 
 
@@ -95,6 +98,30 @@ def _oserr(what: str) -> SystemError_:
     return SystemError_(f"{what}: {os.strerror(err)}", err)
 
 
+def _sockaddr_in(ip: str) -> bytes:
+    return struct.pack("HH4s8x", socket.AF_INET, 0, socket.inet_aton(ip))
+
+
+def _configure(ep: EndpointLink) -> None:
+    """The container end inside its namespace (the calling thread's): address, netmask,
+    up, and the default route. Plain ioctls on one socket: no netlink socket or
+    round trips to set up for four small changes."""
+    name = ep.ifname.encode()
+    mask = socket.inet_ntoa(((0xFFFFFFFF << (32 - ep.prefixlen)) & 0xFFFFFFFF).to_bytes(4, "big"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), SIOCSIFADDR, struct.pack("16s16s", name, _sockaddr_in(ep.address)))
+        fcntl.ioctl(s.fileno(), SIOCSIFNETMASK, struct.pack("16s16s", name, _sockaddr_in(mask)))
+        got = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack("16sH14x", name, 0))
+        flags = struct.unpack("16sH", got[:18])[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", name, flags | IFF_UP))
+        if ep.gateway:
+            any4 = _sockaddr_in("0.0.0.0")
+            # struct rtentry (LP64): pad, dst, gateway, genmask, flags, ..., dev, mtu, ...
+            rt = struct.pack("<Q16s16s16sHh4xQQh6xQQQH6x", 0, any4, _sockaddr_in(ep.gateway),
+                             any4, RTF_UP | RTF_GATEWAY, 0, 0, 0, 0, 0, 0, 0, 0)
+            fcntl.ioctl(s.fileno(), SIOCADDRT, rt)
+
+
 def _loopback_up() -> None:
     """lo up in the calling thread's namespace: one ioctl, no netlink socket needed."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -104,6 +131,11 @@ def _loopback_up() -> None:
 
 def _nothing() -> None:
     return None
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
 
 
 def _read(path: str) -> str:
@@ -178,18 +210,6 @@ class NetlinkDriver:
         if self._libc.setns(fd, CLONE_NEWNET) != 0:
             raise _oserr("setns")
 
-    def _ns_socket(self, path: str) -> socket.socket:
-        """A NETLINK_ROUTE socket in the namespace at `path` (made there, then back home)."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            self._setns(fd)
-        finally:
-            os.close(fd)
-        try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
-        finally:
-            self._setns(self._host_fd)
-
     def _index(self, name: str) -> int | None:
         found = self._ipr.link_lookup(ifname=name)
         return int(found[0]) if found else None
@@ -263,15 +283,15 @@ class NetlinkDriver:
         self._run(self._add_endpoint, ep)
 
     def _add_endpoint(self, ep: EndpointLink) -> None:
-        from pyroute2 import IPRoute
-
         ipr = self._ipr
-        br = self._index(ep.bridge)
-        if br is None:
-            raise SystemError_(f"bridge {ep.bridge} does not exist")
+        try:
+            br = int(_read(f"/sys/class/net/{ep.bridge}/ifindex"))
+        except ValueError:
+            raise SystemError_(f"bridge {ep.bridge} does not exist") from None
         fd = os.open(ep.netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            # the host end is made on the bridge and up in the same message
+            # one netlink message: the pair, the host end on the bridge and up, the other
+            # end (its name, MAC and MTU) in the namespace
             peer: dict[str, Any] = {"ifname": ep.ifname, "net_ns_fd": fd, "address": ep.mac}
             attrs: dict[str, Any] = {"ifname": ep.host_ifname, "kind": "veth", "peer": peer,
                                      "master": br, "state": "up"}  # fmt: skip
@@ -281,23 +301,27 @@ class NetlinkDriver:
         finally:
             os.close(fd)
         try:
-            if ep.alias:  # (the kernel takes no alias in a newlink message)
-                ipr.link("set", ifname=ep.host_ifname, ifalias=ep.alias)
+            if ep.alias:  # (the kernel takes no alias in a newlink message; sysfs does)
+                _write(f"/sys/class/net/{ep.host_ifname}/ifalias", ep.alias)
             # hairpin: a container reaches its own published port through a host address
             _sysctl(f"/sys/class/net/{ep.host_ifname}/brport/hairpin_mode", "1")
-            ns = IPRoute(use_socket=self._ns_socket(ep.netns))
-            try:
-                idx = ns.link_lookup(ifname=ep.ifname)[0]
-                ns.addr("add", index=idx, address=ep.address, prefixlen=ep.prefixlen)
-                ns.link("set", index=idx, state="up")
-                if ep.gateway:
-                    ns.route("add", dst="0.0.0.0/0", gateway=ep.gateway)
-            finally:
-                ns.close()
+            self._in_netns(ep.netns, lambda: _configure(ep))
         except BaseException:
             with contextlib.suppress(Exception):
                 ipr.link("del", ifname=ep.host_ifname)
             raise
+
+    def _in_netns(self, path: str, fn: Callable[[], None]) -> None:
+        """fn() with this thread in the namespace at `path`, then back home."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._setns(fd)
+        finally:
+            os.close(fd)
+        try:
+            fn()
+        finally:
+            self._setns(self._host_fd)
 
     def delete_link(self, name: str) -> None:
         self._run(self._delete_link, name)
