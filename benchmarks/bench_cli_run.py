@@ -55,7 +55,7 @@ from peers import (
     busybox_archive,
     processes_named,
     unmount_all,
-    write_readme_section,
+    write_results,
 )
 
 IMAGE = "bench/busybox:latest"
@@ -326,9 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"bench": "cli_run", "runs": runs, "times_s": {
             t.name: {m: [round(x, 5) for x in t.times[m]] for m in modes} for t in tools}}))
     if args.write_readme:
-        command = ("Command, from the repository root: `.venv/bin/python "
-                   "benchmarks/bench_cli_run.py --write-readme`")
-        write_readme_section("bench_cli_run", f"{command}\n\n{block}")
+        write_results("bench_cli_run",
+                      ".venv/bin/python benchmarks/bench_cli_run.py --write-readme", block)
     return 0
 
 

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from peers import DOCKER_CLI, PODMAN, PeerError, PrivatePyrtd, write_readme_section
+from peers import DOCKER_CLI, PODMAN, PeerError, PrivatePyrtd, write_results
 
 HEAVY = ("typer", "pydantic", "rich", "pyroute2", "http.client", "email", "ssl", "argparse",
          "urllib.parse", "typing")
@@ -155,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     block = "\n".join(lines)
     print(block)
     if args.write_readme:
-        write_readme_section("bench_cli_startup", "Command, from the repository root: "
-                             "`.venv/bin/python benchmarks/bench_cli_startup.py "
-                             f"--write-readme`\n\n{block}")
+        write_results("bench_cli_startup",
+                      ".venv/bin/python benchmarks/bench_cli_startup.py --write-readme", block)
     return 1 if heavy else 0
 
 

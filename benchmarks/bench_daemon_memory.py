@@ -47,7 +47,7 @@ from peers import (
     busybox_archive,
     pids_mentioning,
     unmount_all,
-    write_readme_section,
+    write_results,
 )
 
 IMAGE = "bench/busybox:latest"
@@ -239,9 +239,8 @@ def main(argv: list[str] | None = None) -> int:
              "busy_pss_kb": r.busy.pss_kb if r.busy else None,
              "busy_rss_kb": r.busy.rss_kb if r.busy else None} for r in results]}))
     if args.write_readme:
-        command = ("Command, from the repository root: `.venv/bin/python "
-                   "benchmarks/bench_daemon_memory.py --write-readme`")
-        write_readme_section("bench_daemon_memory", f"{command}\n\n{block}")
+        write_results("bench_daemon_memory",
+                      ".venv/bin/python benchmarks/bench_daemon_memory.py --write-readme", block)
     return 0
 
 

@@ -28,7 +28,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -110,6 +110,21 @@ def end_processes(text: str) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL if attempt > 20 else signal.SIGTERM)
         time.sleep(0.1)
+
+
+def end_daemon(proc: subprocess.Popen[bytes] | None, work: Path, log: IO[bytes]) -> None:
+    """SIGTERM a daemon and wait (SIGKILL to its group after 60 s), end every process still
+    mentioning `work`, close its log and unmount what is left under `work`."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    end_processes(f"{work}/")
+    log.close()
+    unmount_all(work)
 
 
 def processes_named(comm: str) -> list[int]:
@@ -206,10 +221,23 @@ def busybox_archive(dest: Path, tag: str) -> str:
     return f"sha256:{config_hex}"
 
 
+class _Peer:
+    """A peer started for a benchmark: a context manager whose exit stops it."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 # -- dockerd ----------------------------------------------------------------------------------
 
 
-class PrivateDockerd:
+class PrivateDockerd(_Peer):
     """dockerd (and the containerd it starts) with every path under `work`, on its own
     socket. With `bridge=True` its default bridge network is a Linux bridge this class
     makes (its own name and a free /24), so `docker run` without --network sets up a veth
@@ -262,12 +290,6 @@ class PrivateDockerd:
             self.stop()
             raise
 
-    def __enter__(self) -> PrivateDockerd:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def docker(self, *args: str, timeout: float = 900) -> str:
         return run([str(DOCKER_CLI), *args], f"docker {' '.join(args)}", env=self.env,
                    timeout=timeout)
@@ -299,17 +321,8 @@ class PrivateDockerd:
         return out
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        # its containerd (and any shim) should be gone with it; end what is left, by pid
-        end_processes(f"{self.work}/")
-        self._logf.close()
-        unmount_all(self.work)
+        # its containerd (and any shim) should be gone with it; what is left is ended too
+        end_daemon(self.proc, self.work, self._logf)
         if self.bridge and link_exists(self.bridge):
             subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         for p in self.STRAY:
@@ -334,7 +347,7 @@ def _rlimit_flags() -> list[str]:
     return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
 
 
-class PrivatePodman:
+class PrivatePodman(_Peer):
     """podman with its own --root, --runroot, --tmpdir and network config dir (cgroupfs,
     runc: crun 1.8 refuses hybrid cgroups; no events). Its default network (what `podman
     run` uses without --network) is a bridge network of this class's own (netavark, a bridge
@@ -371,12 +384,6 @@ class PrivatePodman:
         self._fw_before = _netavark_chains()
         self._tables_before = _nft_tables()
         self.version = self.podman("--version").strip()
-
-    def __enter__(self) -> PrivatePodman:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def podman(self, *args: str, timeout: float = 900) -> str:
         argv = [*self.base, *args] if args[0] != "--version" else [str(PODMAN), *args]
@@ -446,7 +453,7 @@ def _remove_netavark_chains(before: set[tuple[str, str]]) -> None:
 # -- pyrtd ------------------------------------------------------------------------------------
 
 
-class PrivatePyrtd:
+class PrivatePyrtd(_Peer):
     """pyrtd from a venv (`bin_dir`/pyrtd, the `pyrt` CLI beside it) on its own socket,
     data root, exec root, pid file and config, containers under a cgroup parent of its
     own; its default bridge network (a bridge and nftables table named after its data
@@ -480,12 +487,6 @@ class PrivatePyrtd:
         except BaseException:
             self.stop()
             raise
-
-    def __enter__(self) -> PrivatePyrtd:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def pyrt(self, *args: str, timeout: float = 900) -> str:
         return run([str(self.bin_dir / "pyrt"), *args], f"pyrt {' '.join(args)}",
@@ -529,15 +530,7 @@ class PrivatePyrtd:
             with contextlib.suppress(Exception):
                 for c in self.api("GET", "/containers/json?all=1") or []:
                     self.api("DELETE", f"/containers/{c['Id']}?force=1")
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        end_processes(f"{self.work}/")
-        self._logf.close()
-        unmount_all(self.work)
+        end_daemon(self.proc, self.work, self._logf)
         _remove_cgroup_dirs(self.cgroup_parent.strip("/"))
         with contextlib.suppress(ImportError):  # a pyrt without networks makes neither
             from pyrt.networks.service import default_names
@@ -566,6 +559,16 @@ def _remove_cgroup_dirs(name: str) -> None:
 # -- results ----------------------------------------------------------------------------------
 
 README = Path(__file__).resolve().parent / "README.md"
+TOP_README = REPO / "README.md"
+
+
+def write_results(name: str, command: str, block: str) -> None:
+    """The results block `name` of benchmarks/README.md, and of the top-level README.md
+    when it has that block's markers: the command that made it, then the block."""
+    text = f"Command, from the repository root: `{command}`\n\n{block}"
+    write_readme_section(name, text)
+    if f"<!-- {name}:begin -->" in TOP_README.read_text():
+        write_readme_section(name, text, TOP_README)
 
 
 def write_readme_section(name: str, block: str, readme: Path = README) -> None:

@@ -305,15 +305,20 @@ def test_stream_io_raw_and_detach_keys() -> None:
     assert detached and out == b"raw output" and got == b"ab\x10c"
 
 
+def _run_cli_code(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter with this tree's pyrt, no daemon autostart."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=_pythonpath(), PYRT_NO_AUTOSTART="1"),
+                          timeout=60, check=False)
+
+
 def test_version_and_run_do_not_import_typer() -> None:
     """`pyrt version` and `pyrt run` are the fast path: no typer (nor rich, pydantic)."""
     code = ("import sys; from pyrt.cli.app import main; main(['-H', 'unix:///nonexistent/s',"
             " 'version', '--format', '{{.Client.ApiVersion}}']);"
             "main(['-H', 'unix:///nonexistent/s', 'run', '--rm', '-it', 'img', 'sh']);"
             "print('typer' in sys.modules, 'rich' in sys.modules)")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=_pythonpath(), PYRT_NO_AUTOSTART="1"),
-                       timeout=60, check=False)
+    p = _run_cli_code(code)
     assert p.stdout.splitlines()[-1] == "False False", p
     assert p.stdout.splitlines()[0] == "1.44"
     assert "Cannot connect to the pyrt daemon at unix:///nonexistent/s" in p.stderr
@@ -323,9 +328,7 @@ def test_version_and_run_do_not_import_typer() -> None:
             "print(sorted(m for m in ('typer', 'pydantic', 'rich', 'pyroute2', 'http.client',"
             " 'email', 'ssl', 'argparse', 'typing', 'urllib.parse', 'platform', 'shutil')"
             " if m in sys.modules))")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=_pythonpath(), PYRT_NO_AUTOSTART="1"),
-                       timeout=60, check=False)
+    p = _run_cli_code(code)
     assert p.stdout.splitlines()[-1] == "[]", p
     assert "Cannot connect to the pyrt daemon at unix:///nonexistent/s" in p.stderr
 
