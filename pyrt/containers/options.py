@@ -467,7 +467,7 @@ _SIGNAL_ALIASES = {"SIGCLD": "SIGCHLD", "SIGPOLL": "SIGIO", "SIGIOT": "SIGABRT"}
 
 def validate_signal(value: str, path: str) -> str:
     """A StopSignal: "SIGTERM", "TERM", "15" or "SIGRTMIN+3"."""
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone takes "³", int() does not
         if not 1 <= int(value) <= signal.SIGRTMAX:
             raise _err(path, f"invalid signal: {value}")
         return value

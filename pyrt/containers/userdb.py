@@ -171,7 +171,7 @@ class GroupEntry:
 
 
 def _parse_id(text: str) -> int | None:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # not "³": str.isdigit takes it, int() not
         return None
     value = int(text)
     return value if value <= MAX_ID else None
@@ -224,8 +224,8 @@ class ResolvedUser:
 
 
 def _numeric(text: str, what: str) -> int | None:
-    if not text.isdigit():
-        if text.lstrip("-").isdigit():
+    if not (text.isascii() and text.isdigit()):  # not "³": str.isdigit takes it, int() not
+        if text.isascii() and text.lstrip("-").isdigit():
             raise InvalidArgument(f"{what} {text!r}: uids and gids must be in range 0-{MAX_ID}")
         return None
     value = int(text)

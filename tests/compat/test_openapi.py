@@ -661,6 +661,10 @@ def test_bad_bodies_types_and_values_are_400(a: Api) -> None:
     r = a.raw("POST", f"/containers/{cid}/exec", json.dumps({"Cmd": "nolist"}).encode(),
               {"Content-Type": "application/json"})
     check_error(r, 400)
+    # a user that str.isdigit takes for a number: a name no passwd has, not a crash
+    r = a.raw("POST", "/containers/create", json.dumps({"Image": IMAGE, "User": "\u00b9"})
+              .encode(), {"Content-Type": "application/json"})
+    check_error(r, 400, "unable to find user \u00b9: no matching entries in passwd file")
     # bad query values
     for method, url, field in (("GET", "/containers/json?all=maybe", "all"),
                                ("GET", "/containers/json?limit=x", "limit"),
@@ -668,6 +672,9 @@ def test_bad_bodies_types_and_values_are_400(a: Api) -> None:
                                ("GET", "/images/json?all=2", "all"),
                                ("POST", f"/containers/{cid}/stop?t=soon", "t"),
                                ("POST", f"/containers/{cid}/kill?signal=NOPE", "NOPE"),
+                               # a digit to str.isdigit, not to int()
+                               ("POST", f"/containers/{cid}/kill?signal=%C2%B3", "signal"),
+                               ("POST", f"/containers/{cid}/stop?signal=1%C2%B3", "signal"),
                                ("POST", f"/containers/{cid}/wait?condition=never", "never"),
                                ("POST", f"/containers/{cid}/resize?h=-1&w=3", "h"),
                                ("GET", f"/containers/{cid}/logs", "stream"),
