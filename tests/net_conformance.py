@@ -36,6 +36,13 @@ def check_link_driver(links: LinkDriver, tmp: Path, owner: str) -> None:
         links.delete_link(veth)
         links.delete_link(veth)  # gone already: fine
         assert veth not in {li.name for li in links.links()}
+        links.add_endpoint(EndpointLink(ns, veth, "eth0", bridge, "02:42:0a:00:00:02",
+                                        f"10.{third}.3.2", 24, None, alias=owner))
+        links.release([veth])  # in the background
+        links.add_endpoint(EndpointLink(ns, veth, "eth0", bridge, "02:42:0a:00:00:02",
+                                        f"10.{third}.3.2", 24, None, alias=owner))  # waits
+        links.delete_link(veth)
+        assert veth not in {li.name for li in links.links()}
     finally:
         links.delete_netns(ns)
         links.delete_bridge(bridge)

@@ -60,6 +60,10 @@ class FakeLinks:
             for ifname in [n for n, e in self.endpoints.items() if e.bridge == name]:
                 self.endpoints[ifname] = _detached(self.endpoints[ifname])
 
+    def release(self, links: list[str]) -> None:
+        for name in links:
+            self.delete_link(name)
+
     def links(self) -> list[LinkInfo]:
         return ([LinkInfo(n, "bridge", "") for n in self.bridges]
                 + [LinkInfo(n, "veth", e.bridge) for n, e in self.endpoints.items()])

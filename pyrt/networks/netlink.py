@@ -30,6 +30,7 @@ import ctypes
 import errno as _errno
 import fcntl
 import ipaddress
+import logging
 import os
 import socket
 import struct
@@ -41,6 +42,7 @@ from typing import Any, Protocol, TypeVar
 from pyrt.errors import PyrtError, SystemError_
 
 T = TypeVar("T")
+log = logging.getLogger("pyrt.networks")
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 MNT_DETACH = 2
@@ -83,6 +85,7 @@ class LinkDriver(Protocol):
     def delete_bridge(self, name: str) -> None: ...
     def add_endpoint(self, ep: EndpointLink) -> None: ...
     def delete_link(self, name: str) -> None: ...
+    def release(self, links: list[str]) -> None: ...
     def links(self) -> list[LinkInfo]: ...
     def host_networks(self) -> list[ipaddress.IPv4Network]: ...
     def warm_up(self) -> None: ...
@@ -206,6 +209,10 @@ class NetlinkDriver:
         self._libc: ctypes.CDLL | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._releaser = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="pyrt-netlink-release")
+        self._release_ipr: Any = None
+        self._releasing: dict[str, concurrent.futures.Future[None]] = {}
 
     # -- the owner thread ------------------------------------------------------------
 
@@ -313,6 +320,11 @@ class NetlinkDriver:
         self._run(self._add_endpoint, ep)
 
     def _add_endpoint(self, ep: EndpointLink) -> None:
+        with self._lock:
+            pending = self._releasing.get(ep.host_ifname)
+        if pending is not None:  # the same container again: its old veth goes first
+            with contextlib.suppress(Exception):
+                pending.result()
         ipr = self._ipr
         try:
             br = int(_read(f"/sys/class/net/{ep.bridge}/ifindex"))
@@ -366,6 +378,41 @@ class NetlinkDriver:
             if getattr(e, "code", None) != _errno.ENODEV:
                 raise
 
+    def release(self, links: list[str]) -> None:
+        """Delete the links without waiting: a veth's deletion waits for the kernel's RCU
+        grace period (~20 ms), which a stop need not wait for, nor the next start. It runs
+        on a thread of its own (with its own socket); add_endpoint of a name still being
+        released waits for that first; close() waits for all."""
+        if not links:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            fut = self._releaser.submit(self._release, links)
+            for name in links:
+                self._releasing[name] = fut
+
+    def _release(self, links: list[str]) -> None:
+        from pyroute2 import IPRoute
+
+        if self._release_ipr is None:
+            self._release_ipr = IPRoute()
+        for name in links:
+            try:
+                found = self._release_ipr.link_lookup(ifname=name)
+                if found:
+                    self._release_ipr.link("del", index=found[0])
+            except Exception as e:  # nobody waits for this: say it
+                if getattr(e, "code", None) != _errno.ENODEV:
+                    log.warning("release link %s: %s", name, e)
+            with self._lock:
+                self._releasing.pop(name, None)
+
+    def _close_releaser(self) -> None:
+        if self._release_ipr is not None:
+            self._release_ipr.close()
+            self._release_ipr = None
+
     def links(self) -> list[LinkInfo]:
         """The host's links, from sysfs: no netlink round trip, and no pyroute2 import for
         an engine that only checks what is there (its start)."""
@@ -412,9 +459,13 @@ class NetlinkDriver:
                 return
             self._closed = True
             fut = self._pool.submit(self._close_on_thread)
+            rel = self._releaser.submit(self._close_releaser)  # after the releases queued
         with contextlib.suppress(Exception):
             fut.result()
+        with contextlib.suppress(Exception):
+            rel.result()
         self._pool.shutdown(wait=True)
+        self._releaser.shutdown(wait=True)
 
     def _close_on_thread(self) -> None:
         if self._ipr is not None:

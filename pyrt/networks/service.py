@@ -732,12 +732,12 @@ class NetworkService:
                 with contextlib.suppress(PyrtError):
                     self.firewall.remove_ports(rules)
             self.db.execute("DELETE FROM published_ports WHERE container_id = ?", (cid,))
-            for ep in self._endpoints(container=cid):
-                if ep.ip_address:
-                    with contextlib.suppress(PyrtError):
-                        self.links.delete_link(ep.host_ifname)
+            veths = [ep.host_ifname for ep in self._endpoints(container=cid) if ep.ip_address]
             self.db.execute("UPDATE endpoints SET ip_address = '', mac_address = '' WHERE "
                             "container_id = ?", (cid,))  # fmt: skip
+            # the veths go in the background (the kernel takes its time over one); the
+            # same names made again wait for that (LinkDriver.release)
+            self.links.release(veths)
             if os.path.exists(self.netns_path(cid)):
                 self.links.delete_netns(self.netns_path(cid))
         except Exception as e:  # the container is gone either way; say what stayed

@@ -228,9 +228,14 @@ def test_daemon_crash_leftovers_are_removed(tmp_path: Path) -> None:
         _, info = d2.api("GET", f"/containers/{dies}/json")
         assert info["State"]["Running"] is False and info["NetworkSettings"]["Ports"] == {
             "80/tcp": None}
-        left = {n for n, o in bundle.pyrt_links().items() if o.startswith(owner)
-                and n.startswith("pv")}  # fmt: skip
-        assert len(left) == 1 and left < veths
+        def left() -> set[str]:
+            return {n for n, o in bundle.pyrt_links().items() if o.startswith(owner)
+                    and n.startswith("pv")}  # fmt: skip
+
+        deadline = time.monotonic() + 5  # (released in the background)
+        while (len(left()) != 1 or os.listdir(netns) != [keep]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(left()) == 1 and left() < veths
         assert sorted(os.listdir(netns)) == [keep]
         s = socket.socket()
         s.bind(("127.0.0.1", port))  # the dead one's port is free again
