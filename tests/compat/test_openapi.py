@@ -16,6 +16,9 @@ exec, images), the error responses (unknown ids, conflicts, malformed JSON, wron
 bad values, huge bodies, bad API versions, unknown routes) with moby's messages, and a
 generated (hypothesis, through schemathesis) run over the endpoints that cannot change
 anything or reach a registry. The daemon must be alive and hold no container at the end.
+
+One deviation from the document is allowed, by name and with its reason: NULL_ALLOWED
+(an exec's ExitCode is null until it has one, as dockerd sends it and docker-py needs).
 """
 
 from __future__ import annotations
