@@ -10,15 +10,14 @@ import json
 import os
 import secrets
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-import tests.bundle as bundle
 from tests.integration.test_api_containers import IMAGE, CtDaemon
 from tests.integration.test_api_system import DOCKER
+from tests.integration.test_networks_api import fetch_when_served, network_daemon
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -28,17 +27,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def ctd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CtDaemon]:
-    tmp = tmp_path_factory.mktemp("netcli")
-    d = CtDaemon(tmp / "d")
-    try:
-        yield d
-    finally:
-        d.remove_all()
-        for n in d.client().networks({"type": ["custom"]}):
-            d.client().remove_network(n["Id"])
-        d.cleanup()
-        assert [n for n, o in bundle.pyrt_links().items() if o.startswith(str(tmp))] == []
-        assert [n for n, o in bundle.pyrt_nft_tables().items() if o.startswith(str(tmp))] == []
+    yield from network_daemon(tmp_path_factory.mktemp("netcli"))
 
 
 def dk(ctd: CtDaemon, *args: str, code: int = 0) -> str:
@@ -112,15 +101,7 @@ def test_publish_and_port(ctd: CtDaemon) -> None:
     by = dict(line.split(" -> ") for line in lines)
     assert by["80/tcp"].startswith("127.0.0.1:") and "81/tcp" in by, lines
     port = by["80/tcp"].rsplit(":", 1)[1]
-    body = ""
-    for _ in range(50):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/i", timeout=2) as r:
-                body = r.read().decode()
-            break
-        except OSError:
-            time.sleep(0.1)
-    assert body == "web\n"
+    assert fetch_when_served(f"http://127.0.0.1:{port}/i") == "web\n"
     assert f"127.0.0.1:{port}->80/tcp" in dk(ctd, "ps", "--filter", f"name={name}")
     r = ctd.docker("run", "-d", "-p", f"127.0.0.1:{port}:80", IMAGE, "sleep", "30")
     assert r.returncode != 0 and b"port is already allocated" in r.stderr, r.stderr

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -17,24 +15,15 @@ import docker.errors
 import pytest
 from docker.types import IPAMConfig, IPAMPool
 
-import tests.bundle as bundle
 from tests.integration.test_api_containers import IMAGE, CtDaemon
+from tests.integration.test_networks_api import fetch_when_served, network_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
 @pytest.fixture(scope="module")
 def ctd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CtDaemon]:
-    tmp = tmp_path_factory.mktemp("netpy")
-    d = CtDaemon(tmp / "d")
-    try:
-        yield d
-    finally:
-        d.remove_all()
-        for n in d.client().networks({"type": ["custom"]}):
-            d.client().remove_network(n["Id"])
-        d.cleanup()
-        assert [n for n, o in bundle.pyrt_links().items() if o.startswith(str(tmp))] == []
+    yield from network_daemon(tmp_path_factory.mktemp("netpy"))
 
 
 @pytest.fixture
@@ -82,14 +71,6 @@ def test_run_with_ports(dc: docker.DockerClient) -> None:
     try:
         c.reload()
         port = c.ports["80/tcp"][0]["HostPort"]
-        body = ""
-        for _ in range(50):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/i", timeout=2) as r:
-                    body = r.read().decode()
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert body == "py\n"
+        assert fetch_when_served(f"http://127.0.0.1:{port}/i") == "py\n"
     finally:
         c.remove(force=True)

@@ -20,17 +20,39 @@ from tests.integration.test_api_containers import CtDaemon
 from tests.integration.test_api_system import PyrtdProcess
 
 
-@pytest.fixture(scope="module")
-def ctd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CtDaemon]:
-    tmp = tmp_path_factory.mktemp("netapi")
+def fetch_when_served(url: str, tries: int = 50) -> str:
+    """The body at `url` once something serves it (a container's httpd starting up)."""
+    import urllib.request
+
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - local test URL
+                return str(r.read().decode())
+        except OSError:
+            time.sleep(0.1)
+    return ""
+
+
+def network_daemon(tmp: Path) -> Iterator[CtDaemon]:
+    """A CtDaemon on `tmp`; afterwards its containers and user networks are removed, it
+    stops, and no link or nftables table it made may remain."""
     d = CtDaemon(tmp / "d")
     try:
         yield d
     finally:
+        if d.proc.poll() is None:
+            d.remove_all()
+            for n in d.client().networks({"type": ["custom"]}):
+                d.client().remove_network(n["Id"])
         d.cleanup()
         owner = str(tmp)
         assert [n for n, o in bundle.pyrt_links().items() if o.startswith(owner)] == []
         assert [n for n, o in bundle.pyrt_nft_tables().items() if o.startswith(owner)] == []
+
+
+@pytest.fixture(scope="module")
+def ctd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CtDaemon]:
+    yield from network_daemon(tmp_path_factory.mktemp("netapi"))
 
 
 def uname(prefix: str = "n") -> str:
