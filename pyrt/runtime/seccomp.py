@@ -1,7 +1,7 @@
 """OCI linux.seccomp -> a classic BPF program (struct sock_filter[]) and seccomp flags.
 
-The filter is built with libseccomp (libseccomp.so.2, through cffi in ABI mode: no compiler
-and no headers needed) and exported with seccomp_export_bpf into a memfd, whose bytes the C
+The filter is built with libseccomp (libseccomp.so.2, through ctypes: no compiler and no
+headers needed) and exported with seccomp_export_bpf into a memfd, whose bytes the C
 core hands to seccomp(2) in the container process. libseccomp knows each architecture's
 syscall numbers and how to compare 64-bit arguments on 32-bit ABIs.
 
@@ -12,7 +12,8 @@ Semantics follow runc's where the runtime spec leaves room:
   conditions on different indexes are AND-ed;
 - SCMP_ACT_ERRNO / SCMP_ACT_TRACE return errnoRet, or EPERM when it is not given.
 
-cffi is imported only when a spec has a seccomp section: `validate_seccomp` is pure Python.
+libseccomp is loaded only when a spec has a seccomp section: `validate_seccomp` is pure
+Python.
 """
 
 from __future__ import annotations
@@ -231,50 +232,53 @@ def _action_value(name: str, ret: object) -> int:
     return base
 
 
-# --- libseccomp through cffi (ABI mode) ----------------------------------------------------
-
-_CDEF = """
-typedef void *scmp_filter_ctx;
-typedef uint64_t scmp_datum_t;
-struct scmp_arg_cmp {
-    unsigned int arg;
-    int op;
-    scmp_datum_t datum_a;
-    scmp_datum_t datum_b;
-};
-scmp_filter_ctx seccomp_init(uint32_t def_action);
-void seccomp_release(scmp_filter_ctx ctx);
-uint32_t seccomp_arch_resolve_name(const char *arch_name);
-uint32_t seccomp_arch_native(void);
-int seccomp_arch_add(scmp_filter_ctx ctx, uint32_t arch_token);
-int seccomp_syscall_resolve_name(const char *name);
-int seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
-                           unsigned int arg_cnt, const struct scmp_arg_cmp *arg_array);
-int seccomp_export_bpf(const scmp_filter_ctx ctx, int fd);
-"""
+# --- libseccomp through ctypes ---------------------------------------------------------------
+# (ctypes, not cffi: cffi parses C declarations with pycparser, ~5 MB of memory the daemon
+# keeps for good after its first container, and ~100 ms of imports)
 
 _NR_SCMP_ERROR = -1
 _lib: Any = None
-_ffi: Any = None
+_arg_cmp: Any = None  # the ctypes struct scmp_arg_cmp
 
 
-def _libseccomp() -> tuple[Any, Any]:
-    global _lib, _ffi
+def _libseccomp() -> Any:
+    global _lib, _arg_cmp
     if _lib is None:
+        import ctypes
+
+        class ScmpArgCmp(ctypes.Structure):
+            _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                        ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
         try:
-            import cffi
-        except ImportError as e:  # pragma: no cover - cffi is a hard dependency
-            raise SystemError_(f"seccomp: cffi is not installed: {e}") from e
-        ffi = cffi.FFI()
-        ffi.cdef(_CDEF)
-        try:
-            lib = ffi.dlopen("libseccomp.so.2")
+            lib = ctypes.CDLL("libseccomp.so.2")
         except OSError as e:
             raise SystemError_(
                 f"seccomp: cannot load libseccomp.so.2 (install libseccomp2): {e}"
             ) from e
-        _ffi, _lib = ffi, lib
-    return _ffi, _lib
+        ctx, u32, i32, uint = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint
+        for name, res, args in (
+            ("seccomp_init", ctx, [u32]),
+            ("seccomp_release", None, [ctx]),
+            ("seccomp_arch_resolve_name", u32, [ctypes.c_char_p]),
+            ("seccomp_arch_native", u32, []),
+            ("seccomp_arch_add", i32, [ctx, u32]),
+            ("seccomp_syscall_resolve_name", i32, [ctypes.c_char_p]),
+            ("seccomp_rule_add_array", i32, [ctx, u32, i32, uint, ctypes.c_void_p]),
+            ("seccomp_export_bpf", i32, [ctx, i32]),
+        ):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        _lib, _arg_cmp = lib, ScmpArgCmp
+    return _lib
+
+
+def _arg_cmps(conds: list[tuple[int, int, int, int]]) -> Any:
+    """struct scmp_arg_cmp[] (unsigned int arg; int op; uint64_t datum_a, datum_b)."""
+    arr = (_arg_cmp * max(len(conds), 1))()
+    for k, (index, op, a, b) in enumerate(conds):
+        arr[k].arg, arr[k].op, arr[k].datum_a, arr[k].datum_b = index, op, a, b
+    return arr
 
 
 def compile_seccomp(
@@ -286,11 +290,11 @@ def compile_seccomp(
     fails or cannot be loaded.
     """
     validate_seccomp(sc, where, path)
-    ffi, lib = _libseccomp()
+    lib = _libseccomp()
 
     default = _action_value(sc["defaultAction"], sc.get("defaultErrnoRet"))
     ctx = lib.seccomp_init(default)
-    if ctx == ffi.NULL:
+    if not ctx:
         raise SystemError_("seccomp: seccomp_init failed")
     try:
         for i, arch in enumerate(sc.get("architectures") or []):
@@ -323,12 +327,7 @@ def compile_seccomp(
                     _log().debug("seccomp: syscall %r unknown on this architecture; skipped", name)
                     continue
                 for conds in groups:
-                    arr = ffi.new("struct scmp_arg_cmp[]", max(len(conds), 1))
-                    for k, (index, op, a, b) in enumerate(conds):
-                        arr[k].arg = index
-                        arr[k].op = op
-                        arr[k].datum_a = a
-                        arr[k].datum_b = b
+                    arr = _arg_cmps(conds)
                     rc = lib.seccomp_rule_add_array(ctx, action, nr, len(conds), arr)
                     if rc < 0:
                         raise InvalidArgument(

@@ -533,7 +533,7 @@ _SECCOMP_CACHE_VERSION = "pyrt-seccomp-cache 1"
 def cached_seccomp(seccomp: Mapping[str, Any], cache_dir: str) -> tuple[bytes, int]:
     """compile_seccomp(seccomp), kept in cache_dir/<sha256>.bpf.
 
-    Compiling goes through cffi and libseccomp (~100 ms with the imports); a runtime that
+    Compiling goes through libseccomp (tens of ms for Docker's profile); a runtime that
     creates container after container from one profile (Docker's default) pays that once.
     The key is the SHA-256 of the linux.seccomp JSON and the machine architecture; the
     file ("<flags>\n" then the struct sock_filter[] bytes) is written atomically, and one
