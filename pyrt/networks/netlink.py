@@ -49,6 +49,10 @@ MNT_DETACH = 2
 SIOCSIFFLAGS, SIOCGIFFLAGS = 0x8914, 0x8913
 SIOCSIFADDR, SIOCSIFNETMASK, SIOCADDRT = 0x8916, 0x891C, 0x890B
 RTF_UP, RTF_GATEWAY = 0x1, 0x2
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+RTM_NEWLINK, NLMSG_ERROR = 16, 2
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
+IFLA_NET_NS_FD, IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 28, 1, 2, 1
 IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
 
 
@@ -99,6 +103,42 @@ def _libc() -> ctypes.CDLL:
 def _oserr(what: str) -> SystemError_:
     err = ctypes.get_errno()
     return SystemError_(f"{what}: {os.strerror(err)}", err)
+
+
+def _rtattr(kind: int, data: bytes) -> bytes:
+    size = 4 + len(data)
+    return struct.pack("HH", size, kind) + data + b"\0" * (-size % 4)
+
+
+def _ifinfomsg(flags: int = 0, change: int = 0) -> bytes:
+    return struct.pack("BxHiII", socket.AF_UNSPEC, 0, 0, flags, change)
+
+
+def new_veth(sock: socket.socket, seq: int, ep: EndpointLink, master: int, netns_fd: int
+             ) -> None:
+    """RTM_NEWLINK of a veth pair, built by hand: the host end `ep.host_ifname` on bridge
+    index `master` and up, the peer `ep.ifname` with its MAC (and MTU) in the namespace
+    of netns_fd. One message and its ack on a plain netlink socket: the start path's
+    only netlink call, without pyroute2's per-call machinery. OSError from the kernel."""
+    peer = (_rtattr(IFLA_IFNAME, ep.ifname.encode() + b"\0")
+            + _rtattr(IFLA_NET_NS_FD, struct.pack("I", netns_fd))
+            + _rtattr(IFLA_ADDRESS, bytes.fromhex(ep.mac.replace(":", ""))))  # fmt: skip
+    mtu = _rtattr(IFLA_MTU, struct.pack("I", ep.mtu)) if ep.mtu else b""
+    info = _rtattr(IFLA_INFO_KIND, b"veth") + _rtattr(
+        IFLA_INFO_DATA, _rtattr(VETH_INFO_PEER, _ifinfomsg() + peer + mtu))
+    body = (_ifinfomsg(IFF_UP, IFF_UP) + _rtattr(IFLA_IFNAME, ep.host_ifname.encode() + b"\0")
+            + _rtattr(IFLA_LINKINFO, info) + _rtattr(IFLA_MASTER, struct.pack("I", master))
+            + mtu)  # fmt: skip
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+    sock.send(struct.pack("IHHII", 16 + len(body), RTM_NEWLINK, flags, seq, 0) + body)
+    while True:
+        reply = sock.recv(65536)
+        _, kind, _, rseq, _ = struct.unpack("IHHII", reply[:16])
+        if kind == NLMSG_ERROR and rseq == seq:
+            err = -struct.unpack("i", reply[16:20])[0]
+            if err:
+                raise OSError(err, os.strerror(err))
+            return
 
 
 def _sockaddr_in(ip: str) -> bytes:
@@ -213,6 +253,8 @@ class NetlinkDriver:
             1, thread_name_prefix="pyrt-netlink-release")
         self._release_ipr: Any = None
         self._releasing: dict[str, concurrent.futures.Future[None]] = {}
+        self._raw: socket.socket | None = None  # a plain NETLINK_ROUTE socket (new_veth)
+        self._seq = 0
 
     # -- the owner thread ------------------------------------------------------------
 
@@ -334,12 +376,16 @@ class NetlinkDriver:
         try:
             # one netlink message: the pair, the host end on the bridge and up, the other
             # end (its name, MAC and MTU) in the namespace
-            peer: dict[str, Any] = {"ifname": ep.ifname, "net_ns_fd": fd, "address": ep.mac}
-            attrs: dict[str, Any] = {"ifname": ep.host_ifname, "kind": "veth", "peer": peer,
-                                     "master": br, "state": "up"}  # fmt: skip
-            if ep.mtu:
-                peer["mtu"] = attrs["mtu"] = ep.mtu
-            ipr.link("add", **attrs)
+            if self._raw is None:
+                self._raw = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                          socket.NETLINK_ROUTE)  # fmt: skip
+                self._raw.bind((0, 0))
+            self._seq += 1
+            try:
+                new_veth(self._raw, self._seq, ep, br, fd)
+            except OSError as e:
+                raise SystemError_(f"netlink: add veth {ep.host_ifname}: {e.strerror}",
+                                   e.errno) from None  # fmt: skip
         finally:
             os.close(fd)
         try:
@@ -468,6 +514,9 @@ class NetlinkDriver:
         self._releaser.shutdown(wait=True)
 
     def _close_on_thread(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
