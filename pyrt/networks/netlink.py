@@ -18,8 +18,11 @@ back) without forking. A netns is
 made with unshare(CLONE_NEWNET) on that thread and pinned by bind-mounting
 /proc/thread-self/ns/net onto a file; the thread then returns to the host's namespace.
 
-pyroute2 is imported on that thread, at the first call: nothing imports it on the CLI's
-path or when no network work happens.
+pyroute2 (bridges, addresses of bridges, deletions) is imported on that thread at its
+first use: nothing imports it on the CLI's path or when no network work happens. The
+start path needs none of it: a veth pair is one hand-built RTM_NEWLINK (new_veth) and the
+container's end is set up with ioctls inside its namespace (_configure); listings come
+from sysfs and /proc/net/route.
 """
 
 from __future__ import annotations
