@@ -10,7 +10,7 @@ the child, from getrusage) per run; medians are reported (and the minimum wall t
 - `import run path + removed modules`: the same plus http.client, urllib.parse, argparse,
   typing and platform, which the run path imported before (for comparison);
 - `pyrt version`: client and server versions, one request to a private pyrtd;
-- `pyrt ps`: one request, through the typer app;
+- `pyrt ps`: one request, on the fast path (no typer);
 - `pyrt --help`: typer's help (no daemon);
 - peers, for scale: `docker --version` and `podman --version` (Go clients, no daemon).
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("import run path + removed modules", f"{REMOVED}; {RUN_PATH}",
                  [py, "-c", f"{REMOVED}; {RUN_PATH}"]),
                 ("pyrt version", "one request", [pyrt, "version"]),
-                ("pyrt ps", "one request, typer", [pyrt, "ps"]),
+                ("pyrt ps", "one request (fast path, no typer)", [pyrt, "ps"]),
                 ("pyrt --help", "typer, no daemon", [pyrt, "--help"]),
             ]
             for name, exe in (("docker --version", DOCKER_CLI), ("podman --version", PODMAN)):
