@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench_shim_memory import read_mem
 from peers import (
     DOCKER_CLI,
     DOCKERD,
@@ -54,20 +55,6 @@ IMAGE = "bench/busybox:latest"
 TARGET = 0.3
 
 
-def read_mem(pid: int) -> tuple[int, int]:
-    """(Pss, VmRSS) in kB of a live process."""
-    pss = rss = 0
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                pss = int(line.split()[1])
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-    return pss, rss
-
-
 @dataclass
 class Reading:
     pss_kb: float
@@ -80,9 +67,9 @@ def sample(pids: list[int], samples: int) -> Reading:
     for i in range(samples):
         if i:
             time.sleep(0.5)
-        got = [read_mem(p) for p in pids]
-        pss.append(sum(g[0] for g in got))
-        rss.append(sum(g[1] for g in got))
+        got = [read_mem(p) for p in pids]  # (VmRSS, Pss, RssAnon) in kB
+        rss.append(sum(g[0] for g in got))
+        pss.append(sum(g[1] for g in got))
     return Reading(statistics.median(pss), statistics.median(rss), len(pids))
 
 
@@ -106,6 +93,18 @@ class Result:
     version: str = ""
 
 
+def sample_shims(tool: str, work: Path, comm_name: str, n: int, samples: int,
+                 running: list[str]) -> Reading:
+    """The shims' memory, once `running` (the tool's running containers) and the shim
+    processes both number `n`."""
+    if len(running) != n:
+        raise PeerError(f"{tool}: {len(running)} containers running, expected {n}")
+    sh = shims(work, comm_name)
+    if len(sh) != n:
+        raise PeerError(f"{tool}: expected {n} {comm_name} processes, found {len(sh)}")
+    return sample(sh, samples)
+
+
 def measure_pyrt(work: Path, bin_dir: Path, archive: Path, n: int, settle: float,
                  samples: int) -> Result:
     with PrivatePyrtd(work, bin_dir) as y:
@@ -117,13 +116,8 @@ def measure_pyrt(work: Path, bin_dir: Path, archive: Path, n: int, settle: float
             y.pyrt("run", "-d", IMAGE, "sleep", "3600")
         time.sleep(settle)
         busy = sample([y.proc.pid], samples)
-        sh = shims(work, "pyrt-shim")
-        if len(sh) != n:
-            raise PeerError(f"pyrt: expected {n} pyrt-shim processes, found {len(sh)}")
-        shim_reading = sample(sh, samples)
-        running = y.pyrt("ps", "-q").split()
-        if len(running) != n:
-            raise PeerError(f"pyrt: {len(running)} containers running, expected {n}")
+        shim_reading = sample_shims("pyrt", work, "pyrt-shim", n, samples,
+                                    y.pyrt("ps", "-q").split())
         return Result("pyrtd", idle, busy, shim_reading, f"pyrt {version}")
 
 
@@ -143,13 +137,8 @@ def measure_docker(work: Path, archive: Path, n: int, settle: float, samples: in
             d.docker("run", "-d", IMAGE, "sleep", "3600")
         time.sleep(settle)
         busy = sample(daemons(), samples)
-        sh = shims(work, "containerd-shim")
-        if len(sh) != n:
-            raise PeerError(f"docker: expected {n} containerd-shim processes, found {len(sh)}")
-        shim_reading = sample(sh, samples)
         running = d.docker("ps", "-q").split()
-        if len(running) != n:
-            raise PeerError(f"docker: {len(running)} containers running, expected {n}")
+        shim_reading = sample_shims("docker", work, "containerd-shim", n, samples, running)
         d.docker("rm", "-f", *running)
         return Result("dockerd + containerd", idle, busy, shim_reading,
                       f"dockerd {d.version} ({d.driver})")
