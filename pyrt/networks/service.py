@@ -665,6 +665,9 @@ class NetworkService:
         """The endpoint's address (and MAC), recorded."""
         with self._lock:
             self._bring_up(n)  # (the default bridge may choose its subnet only now)
+            fresh = self._net_row(n.id)  # (or another start chose it since n was read)
+            if fresh is not None:
+                n.subnet, n.gateway, n.ip_range = fresh.subnet, fresh.gateway, fresh.ip_range
             used = [str(r["ip_address"]) for r in self.db.query(
                 "SELECT ip_address FROM endpoints WHERE network_id = ? AND ip_address != ''",
                 (n.id,))]  # fmt: skip

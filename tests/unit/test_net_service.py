@@ -181,6 +181,16 @@ def test_setup_allocates_and_teardown_releases(w: World) -> None:
     assert w.svc.settings(c)["Networks"]["app"]["IPAddress"] == "10.50.0.2"  # reused
 
 
+def test_a_start_that_read_the_default_bridge_before_its_subnet_was_chosen(w: World) -> None:
+    a, b = w.container("a"), w.container("b")
+    stale = w.svc.get("bridge")  # read before any start: no subnet yet
+    assert stale.subnet == ""
+    w.start(a)  # chooses it
+    ep = w.svc._endpoints(container=b.id)[0]
+    w.svc._address(b.id, stale, ep)  # a start that had read the network before
+    assert stale.subnet == w.svc.get("bridge").subnet != "" and ep.ip_address == "10.50.0.3"
+
+
 def test_modes(w: World) -> None:
     host = w.container("h", {"NetworkMode": "host"})
     assert w.svc.prepare(host.id, host.host_config) == {}
