@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, BinaryIO, NoReturn
 
-#: docker's exit statuses
+#: docker's exit statuses: a command that fails exits 1; `run` (and a bad flag, anywhere)
+#: exits 125 when the failure is not the container's own
+EXIT_ERROR = 1
 EXIT_DAEMON = 125
 EXIT_CANNOT_INVOKE = 126
 EXIT_NOT_FOUND = 127
@@ -40,15 +42,18 @@ START_TIMEOUT_S = 30.0
 
 
 class CLIError(Exception):
-    """An error the CLI reports itself: message on stderr, then exit `code`."""
+    """An error the CLI reports itself: message on stderr, then exit `code` (None: the
+    running command's status for a failure, STATE.error_code)."""
 
-    def __init__(self, message: str, code: int = EXIT_DAEMON) -> None:
+    def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
 
 
 class _State:
     host: str | None = None
+    #: what a failure exits with: 1, as docker's commands; `run` makes it 125
+    error_code: int = EXIT_ERROR
 
 
 STATE = _State()
@@ -174,7 +179,7 @@ def client(timeout: float | None = 60.0, autostart: bool = True) -> Client:
     return c
 
 
-def fail(message: str, code: int = EXIT_DAEMON) -> NoReturn:
+def fail(message: str, code: int | None = None) -> NoReturn:
     raise CLIError(message, code)
 
 
@@ -203,17 +208,15 @@ def report(exc: BaseException) -> int:
         sys.stderr.write(f"pyrt: {exc}\n" if not str(exc).startswith(("Error", "Cannot",
                                                                         "Unable"))
                          else f"{exc}\n")
-        return exc.code
+        return exc.code if exc.code is not None else STATE.error_code
     from pyrt.cli.output import TemplateError
 
-    if isinstance(exc, TemplateError):
+    if isinstance(exc, TemplateError) or (isinstance(exc, Unavailable)
+                                          and "pyrt daemon" in str(exc)):  # fmt: skip
         sys.stderr.write(f"pyrt: {exc}\n")
-        return EXIT_DAEMON
-    if isinstance(exc, Unavailable) and "pyrt daemon" in str(exc):
-        sys.stderr.write(f"pyrt: {exc}\n")
-        return EXIT_DAEMON
-    sys.stderr.write(f"Error response from daemon: {exc}\n")
-    return EXIT_DAEMON
+    else:
+        sys.stderr.write(f"Error response from daemon: {exc}\n")
+    return STATE.error_code
 
 
 def inspect_each(get: Callable[[str], Any], names: list[str], fmt: str | None) -> int:
@@ -236,5 +239,5 @@ def inspect_each(get: Callable[[str], Any], names: list[str], fmt: str | None) -
     return status
 
 
-__all__ = ["CLIError", "EXIT_CANNOT_INVOKE", "EXIT_DAEMON", "EXIT_NOT_FOUND", "STATE",
+__all__ = ["CLIError", "EXIT_CANNOT_INVOKE", "EXIT_DAEMON", "EXIT_ERROR", "EXIT_NOT_FOUND", "STATE",
            "client", "daemon_pid", "fail", "host", "inspect_each", "report", "start_daemon"]

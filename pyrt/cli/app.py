@@ -4,9 +4,10 @@
     pyrt [-H unix:///run/pyrt/pyrt.sock] COMMAND ...
 
 `pyrt version` is answered without loading typer (the fast path); every other command
-builds the typer app (build_app) on demand. Exit statuses follow docker: 125 when the
-daemon refuses or a flag is wrong, 126/127 when the container's command cannot be
-invoked / is not found, else the container's own status for run, start -a and exec.
+builds the typer app (build_app) on demand. Exit statuses follow docker: 125 for a wrong
+flag; a command that fails exits 1, except `run`, which exits 125 when the daemon refuses;
+126/127 when the container's command cannot be invoked / is not found, else the
+container's own status for run, start -a and exec.
 """
 
 from __future__ import annotations

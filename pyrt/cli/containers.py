@@ -16,7 +16,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-from pyrt.cli import CLIError, client, fail, report, write_archive
+from pyrt.cli import EXIT_DAEMON, STATE, CLIError, client, fail, report, write_archive
 from pyrt.cli.output import human_size, iso_time, print_object, print_rows, short_id, since
 from pyrt.cli.system import parse_filters
 from pyrt.errors import NotFound, PyrtError
@@ -424,6 +424,7 @@ def _session(sock: socket.socket, rest: bytes, mux: bool, *, interactive: bool, 
 def run_command(image: str, command: list[str], *, detach: bool, rm: bool, name: str | None,
                 interactive: bool, tty: bool, detach_keys: str | None, quiet: bool,
                 **create_opts: Any) -> int:
+    STATE.error_code = EXIT_DAEMON  # docker run: a failure that is not the container's is 125
     keys = _parse_detach_keys(detach_keys)
     if tty and interactive and not sys.stdin.isatty():
         fail("the input device is not a TTY", 1)
