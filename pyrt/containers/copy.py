@@ -109,7 +109,15 @@ def encode_path_stat(st: dict[str, Any]) -> str:
 # -- resolving inside the rootfs ----------------------------------------------------------------
 
 def _open_root(handle: ContainerHandle) -> int:
+    """The root `docker cp` works in. A running (or paused) container is seen through
+    /proc/PID/root: its mount namespace's view, so a path in a volume, bind or tmpfs is the
+    one the container sees, not the overlay under it; a stopped one, the overlay."""
     root = handle.rootfs
+    if handle.status() in ("running", "paused"):
+        pid = handle.pid()
+        if pid > 0:
+            with contextlib.suppress(OSError):
+                return os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         return os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -411,3 +412,33 @@ def test_a_lost_device_mount_is_made_again_at_start(engine: Engine) -> None:
     assert logs(engine, cid) == b"1\n" and local.is_mounted(point)
     engine.containers.remove(cid)
     assert not local.is_mounted(point)
+
+
+def test_cp_in_and_out_of_a_running_container_goes_through_its_volumes(engine: Engine
+                                                                       ) -> None:
+    """docker cp sees what the container sees: a path in a volume is the volume's, not the
+    overlay directory under the mount."""
+    engine.volumes.create("cpvol")
+    cid = engine.containers.create({"Image": IMAGE, "Cmd": ["sh", "-c",
+                                    "echo inside > /data/out; sleep 30"]},
+                                   {"Binds": ["cpvol:/data"]})  # fmt: skip
+    engine.containers.start(cid)
+    try:
+        mountpoint = Path(engine.volumes.inspect("cpvol")["Mountpoint"])
+        deadline = time.monotonic() + 10
+        while not (mountpoint / "out").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            _add(tf, "in.txt", data=b"from the host\n")
+        buf.seek(0)
+        engine.containers.put_archive(cid, "/data", buf)
+        assert (mountpoint / "in.txt").read_bytes() == b"from the host\n"
+        st, chunks = engine.containers.get_archive(cid, "/data/out")
+        assert st["name"] == "out" and st["size"] == len(b"inside\n")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tf:
+            member = tf.extractfile("out")
+            assert member is not None and member.read() == b"inside\n"
+        assert engine.containers.stat_path(cid, "/data/in.txt")["size"] == 14
+    finally:
+        engine.containers.remove(cid, force=True)
