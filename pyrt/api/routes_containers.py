@@ -287,7 +287,8 @@ def logs(req: Request) -> StreamResponse:
 
         entries = read_logs(svc.paths(rec.id).log, follow=True, tail=_tail(req), since=since,
                             until=until, timestamps=query_bool(q, "timestamps"), stdout=out,
-                            stderr=err, stop=stop, poll_interval=0.05)
+                            stderr=err, stop=stop, poll_interval=0.05,
+                            wait=svc.exit_waiter(rec.id))
 
     def chunks() -> Iterator[bytes]:
         for e in entries:
@@ -574,8 +575,9 @@ def _attach_stream(req: Request, svc: Any, rec: Any, h: Hijacked, pending: bytes
     if want_in and rec.config.OpenStdin:
         _stdin_when_started(h, pending, svc, rec.id, before, done, detacher)
     try:
+        # the poll wakes on the exit: `run` waits for this stream's end, not for a poll
         for e in read_logs(log_path, follow=True, since=since, stop=stop,
-                           poll_interval=0.02):
+                           poll_interval=0.02, wait=svc.exit_waiter(rec.id)):
             s = 1 if e.stream == "stdout" else 2
             if want[s] and not _send(h, _out(tty, s, e.log)):
                 break

@@ -175,6 +175,7 @@ def read_logs(
     stderr: bool = True,
     stop: Callable[[], bool] | None = None,
     poll_interval: float = 0.1,
+    wait: Callable[[float], object] | None = None,
 ) -> Iterator[LogEntry]:
     """The entries of a json-file log (and its rotated files), oldest first.
 
@@ -182,6 +183,9 @@ def read_logs(
     on with what is written later, across rotations, until `stop()` returns True (checked
     every poll_interval; the rest already written is still returned) or the caller stops
     iterating. since/until: datetimes (aware), Unix seconds or RFC 3339 strings.
+    wait: called with poll_interval instead of sleeping between polls; it may return early
+    (on an event that can make `stop()` true, such as the container's exit), so the follow
+    ends as soon as that happens instead of up to poll_interval later.
     """
     if tail is not None and tail < 0:
         raise InvalidArgument(f"tail: must be >= 0, got {tail}")
@@ -194,7 +198,7 @@ def read_logs(
     if not follow:
         yield from _read_existing(p, flt, tail)
         return
-    yield from _follow(p, flt, tail, stop, poll_interval)
+    yield from _follow(p, flt, tail, stop, poll_interval, wait or time.sleep)
 
 
 def _read_existing(p: Path, flt: _Filter, tail: int | None) -> Iterator[LogEntry]:
@@ -212,7 +216,8 @@ def _read_existing(p: Path, flt: _Filter, tail: int | None) -> Iterator[LogEntry
 
 
 def _follow(
-    p: Path, flt: _Filter, tail: int | None, stop: Callable[[], bool] | None, interval: float
+    p: Path, flt: _Filter, tail: int | None, stop: Callable[[], bool] | None, interval: float,
+    wait: Callable[[float], object],
 ) -> Iterator[LogEntry]:
     # open the current file first, so nothing written after the backlog is missed
     cur: IO[bytes] | None = None
@@ -291,4 +296,4 @@ def _follow(
             if cur is not None:
                 cur.close()
             return
-        time.sleep(interval)
+        wait(interval)

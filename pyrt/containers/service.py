@@ -582,6 +582,19 @@ class ContainerService:
                 lambda: self._exit_gen.get(cid, 0) != gen or cid in self._removed, timeout
             )
 
+    def exit_waiter(self, cid: str) -> Callable[[float], None]:
+        """A sleep(timeout) that returns early when cid exits (or is removed): a reader
+        polling for the exit (the attach stream's log follow) sees it at once. Each call
+        waits for an exit after the last one it saw, so a restarting container is not a
+        busy loop."""
+        seen = [self._exit_generation(cid)]
+
+        def wait(timeout: float) -> None:
+            self._wait_exit(cid, seen[0], timeout)
+            seen[0] = self._exit_generation(cid)
+
+        return wait
+
     def notify_exit(self, cid: str) -> None:
         with self._cond_lock:
             self._exit_gen[cid] = self._exit_gen.get(cid, 0) + 1
