@@ -394,9 +394,10 @@ class ContainerService:
                      args_json=json.dumps(args[1:]))  # fmt: skip
         rec.state, rec.spec, rec.path, rec.args = "created", spec, args[0], args[1:]
 
-    def _discard(self, cid: str, volumes: bool = True) -> None:
+    def _discard(self, cid: str, volumes: bool = True, sync: bool = True) -> None:
         """Remove everything of a container (its row last), whatever state it was left in;
-        with `volumes`, the anonymous volumes made for it too."""
+        with `volumes`, the anonymous volumes made for it too; sync=False: the row's DELETE
+        is not synced (see remove)."""
         p = self.paths(cid)
         with contextlib.suppress(PyrtError, OSError):
             self.runtime.delete(cid, force=True)
@@ -408,7 +409,7 @@ class ContainerService:
         self.volumes.release(cid, remove_anonymous=volumes)
         self.trash.discard(p.run)
         self.trash.discard(p.root)
-        self.db.execute("DELETE FROM containers WHERE id = ?", (cid,))
+        self.db.execute("DELETE FROM containers WHERE id = ?", (cid,), sync=sync)
 
     # ------------------------------------------------------------------ start
 
@@ -724,7 +725,11 @@ class ContainerService:
                 raise Conflict(f"removal of container {cid} is already in progress")
             self.monitor.cancel_restart(cid)
             prev = rec.state
-            self._update(cid, state="removing")
+            # an --rm container's removal is not synced (here and its DELETE): after a power
+            # loss reconcile removes an AutoRemove container whatever row survived (running:
+            # its shim is gone, so it is recorded as exited; exited; removing)
+            durable = not rec.host_config.AutoRemove
+            self._update(cid, state="removing", sync=durable)
             gen = self._exit_generation(cid)
             if prev in ("running", "paused"):
                 with contextlib.suppress(PyrtError):
@@ -739,7 +744,7 @@ class ContainerService:
         with self._lock(cid):
             self.monitor.forget(cid)
             code = self.get_record(cid).exit_code
-            self._discard(cid, volumes=volumes)
+            self._discard(cid, volumes=volumes, sync=durable)
         with self._cond_lock:
             self._removed[cid] = code
             self._notify(cid)
@@ -1302,6 +1307,12 @@ class ContainerService:
             if rec.state == "restarting":
                 self._update(rec.id, state="exited")
                 rec.state = "exited"
+            if rec.state == "exited" and rec.started_at and rec.host_config.AutoRemove:
+                # an --rm container that exited while no engine ran (or whose removal a
+                # power loss undid: remove does not sync it) is removed, as dockerd does
+                self._discard(rec.id, volumes=True)
+                report["removed"].append(rec.id)
+                continue
             if rec.state == "exited" and rec.started_at and _restart_at_boot(rec):
                 to_restart.append(rec.id)
         # what has no record: runtime states, dirs, mounts

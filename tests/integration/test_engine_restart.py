@@ -116,6 +116,25 @@ def test_exit_while_engine_away_is_recorded(envs: Engines) -> None:
     assert not (envs.run_root / "runtime" / cid).exists()  # runtime state gone
 
 
+def test_auto_remove_container_exited_while_engine_away_is_removed(envs: Engines) -> None:
+    # remove() does not sync an --rm container's removal: reconcile is what removes it after
+    # a power loss, whichever row survived (here: it exited while no engine watched it)
+    e = envs.open()
+    cid = e.containers.create({"Image": IMAGE, "Cmd": ["/bin/sh", "-c", "sleep 0.5; exit 3"]},
+                              {"AutoRemove": True})
+    e.containers.start(cid)
+    e.close()
+    shim_dir = envs.run_root / "containers" / cid / "shim"
+    wait_for(lambda: (shim_dir / "exit.json").exists() and not (shim_dir / "shim.sock").exists(),
+             10, "the exit record")
+    wait_for(lambda: not _shim_alive(shim_dir), 10, "the shim to exit")
+    e2 = envs.open()
+    assert e2.reconcile_report["exited"] == [cid] and cid in e2.reconcile_report["removed"]
+    assert e2.containers.list(all=True) == []
+    assert not (e2.root / "containers" / cid).exists()
+    assert mounts_under(e2.root / "containers") == []
+
+
 def _shim_alive(shim_dir: Path) -> bool:
     try:
         pid = int((shim_dir / "shim.pid").read_text())
