@@ -190,8 +190,9 @@ class Monitor:
             threading.Thread(target=self._restart_later, args=(cid, delay, ev),
                              name=f"pyrt-restart-{cid[:12]}", daemon=True).start()
         elif rec.host_config.AutoRemove:
-            threading.Thread(target=self._auto_remove, args=(cid,),
-                             name=f"pyrt-rm-{cid[:12]}", daemon=True).start()
+            # on this watcher thread, which is done with the container: a new thread only
+            # added its start to every `run --rm` (called only from _run: reconcile returned)
+            self._auto_remove(cid)
 
     def _restart_later(self, cid: str, delay: float, ev: threading.Event) -> None:
         if ev.wait(delay) or self.closing:

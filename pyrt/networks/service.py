@@ -736,10 +736,16 @@ class NetworkService:
             if rules:
                 with contextlib.suppress(PyrtError):
                     self.firewall.remove_ports(rules)
-            self.db.execute("DELETE FROM published_ports WHERE container_id = ?", (cid,))
-            veths = [ep.host_ifname for ep in self._endpoints(container=cid) if ep.ip_address]
-            self.db.execute("UPDATE endpoints SET ip_address = '', mac_address = '' WHERE "
-                            "container_id = ?", (cid,))  # fmt: skip
+            # each write is a WAL sync: none when there is nothing to release (teardown runs
+            # at the exit and again at the removal, and --network none has no address)
+            if self.db.query_one("SELECT 1 FROM published_ports WHERE container_id = ? LIMIT 1",
+                                 (cid,)) is not None:  # fmt: skip
+                self.db.execute("DELETE FROM published_ports WHERE container_id = ?", (cid,))
+            eps = self._endpoints(container=cid)
+            veths = [ep.host_ifname for ep in eps if ep.ip_address]
+            if any(ep.ip_address or ep.mac_address for ep in eps):
+                self.db.execute("UPDATE endpoints SET ip_address = '', mac_address = '' WHERE "
+                                "container_id = ?", (cid,))  # fmt: skip
             # the veths go in the background (the kernel takes its time over one); the
             # same names made again wait for that (LinkDriver.release)
             self.links.release(veths)
