@@ -630,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = bool(failed or setup_errors)
     if args.write_readme and not bad:
         given = argv if argv is not None else sys.argv[1:]
-        cmd = " ".join(["PYTHONPATH=. /opt/pyrt-venv/bin/python benchmarks/bench_engine_run.py",
+        cmd = " ".join([*(["PYTHONPATH=."] if os.environ.get("PYTHONPATH") else []),
+                        sys.executable, "benchmarks/bench_engine_run.py",
                         *given])  # fmt: skip
         write_section(f"{SECTION_HEAD}\nCommand, from the repository root: `{cmd}`\n\n{block}")
         print(f"wrote the table into {README}")

@@ -263,7 +263,8 @@ def main() -> int:
     block = "\n".join(lines)
     print(block)
     if args.write_readme:
-        cmd = " ".join(["PYTHONPATH=. /opt/pyrt-venv/bin/python benchmarks/bench_layer.py",
+        cmd = " ".join([*(["PYTHONPATH=."] if os.environ.get("PYTHONPATH") else []),
+                        sys.executable, "benchmarks/bench_layer.py",
                         *sys.argv[1:]])  # fmt: skip
         write_section(f"{SECTION_HEAD}\nCommand, from the repository root: `{cmd}`\n\n{block}")
         print(f"wrote the table into {README}")
