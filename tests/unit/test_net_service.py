@@ -29,11 +29,13 @@ class FakeDNS:
     def __init__(self, resolve: Any, upstreams: Any, reverse: Any = None) -> None:
         self.resolve, self.upstreams, self.reverse = resolve, upstreams, reverse
         self.members: dict[str, dict[str, Any]] = {}
+        self.removed_with: list[bool] = []
 
     def add_container(self, cid: str, path: str, **kw: Any) -> None:
         self.members[cid] = {"path": path, **kw}
 
-    def remove_container(self, cid: str) -> None:
+    def remove_container(self, cid: str, *, drop_redirect: bool = True) -> None:
+        self.removed_with.append(drop_redirect)
         self.members.pop(cid, None)
 
     def close(self) -> None:
@@ -177,6 +179,7 @@ def test_setup_allocates_and_teardown_releases(w: World) -> None:
     w.stop(a)
     assert w.svc.netns_path(a.id) not in w.links.netns
     assert w.svc.resolve_name(b.id, "a") is None and a.id not in w.dns.members
+    assert w.dns.removed_with == [False]  # the redirect table goes with the namespace
     c = w.start(w.container("c", {"NetworkMode": "app"}))
     assert w.svc.settings(c)["Networks"]["app"]["IPAddress"] == "10.50.0.2"  # reused
 
