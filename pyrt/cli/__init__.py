@@ -239,5 +239,6 @@ def inspect_each(get: Callable[[str], Any], names: list[str], fmt: str | None) -
     return status
 
 
-__all__ = ["CLIError", "EXIT_CANNOT_INVOKE", "EXIT_DAEMON", "EXIT_ERROR", "EXIT_NOT_FOUND", "STATE",
-           "client", "daemon_pid", "fail", "host", "inspect_each", "report", "start_daemon"]
+__all__ = ["CLIError", "EXIT_CANNOT_INVOKE", "EXIT_DAEMON", "EXIT_ERROR", "EXIT_NOT_FOUND",
+           "STATE", "client", "daemon_pid", "fail", "host", "inspect_each", "report",
+           "start_daemon"]

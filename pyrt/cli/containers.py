@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 
 from pyrt.cli import EXIT_DAEMON, STATE, CLIError, client, fail, report, write_archive
-from pyrt.cli.output import human_size, iso_time, print_object, print_rows, short_id, since
+from pyrt.cli.output import human_size, iso_time, print_rows, short_id, since
 from pyrt.cli.system import parse_filters
 from pyrt.errors import NotFound, PyrtError
 
@@ -629,21 +629,9 @@ def wait_command(ids: list[str]) -> int:
 
 
 def inspect_command(ids: list[str], fmt: str | None, size: bool) -> int:
-    c = client()
-    found: list[dict[str, Any]] = []
-    status = 0
-    for i in ids:
-        try:
-            found.append(c.inspect_container(i))
-        except PyrtError as e:
-            report(e)
-            status = 1
-    if fmt and fmt != "json":
-        for obj in found:
-            print_object(obj, fmt)
-    else:
-        print_object(found, None)
-    return status
+    from pyrt.cli import inspect_each
+
+    return inspect_each(client().inspect_container, ids, fmt)
 
 
 def top_command(cid: str, ps_args: list[str]) -> None:

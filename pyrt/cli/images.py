@@ -11,7 +11,6 @@ from pyrt.cli import client, fail, write_archive
 from pyrt.cli.output import (
     human_size,
     iso_time,
-    print_object,
     print_rows,
     short_id,
     since,
@@ -251,22 +250,9 @@ def push_command(name: str, quiet: bool) -> None:
 
 
 def inspect_command(names: list[str], fmt: str | None) -> int:
-    c = client()
-    found: list[dict[str, Any]] = []
-    status = 0
-    for n in names:
-        try:
-            found.append(c.inspect_image(n))
-        except Exception as e:
-            from pyrt.cli import report
+    from pyrt.cli import inspect_each
 
-            status = report(e)
-    if fmt and fmt != "json":
-        for obj in found:
-            print_object(obj, fmt)
-    else:
-        print_object(found, None)
-    return status
+    return inspect_each(client().inspect_image, names, fmt)
 
 
 def login_command(server: str | None, username: str | None, password: str | None,
