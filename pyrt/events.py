@@ -13,8 +13,9 @@ subscriber with `since` gets those first; with `until` the subscription ends at 
 
 Filters (Docker's): type, event (action; "health_status" also matches
 "health_status: healthy"), container (id, its 12-char prefix, or name), image (the image
-attribute or the actor of an image event), label ("key" or "key=value" against the actor's
-attributes). Values of one key are ORed, keys are ANDed.
+attribute or the actor of an image event), volume (name) and network (id or name) of
+their own events, label ("key" or "key=value" against the actor's attributes). Values of
+one key are ORed, keys are ANDed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pyrt.errors import InvalidArgument
 
 TYPES = ("container", "image", "volume", "network", "daemon", "plugin", "node", "service",
          "secret", "config", "builder")  # fmt: skip
-FILTER_KEYS = ("type", "event", "container", "image", "label")
+FILTER_KEYS = ("type", "event", "container", "image", "label", "volume", "network")
 ACTIONS = (
     "create", "start", "die", "oom", "kill", "stop", "restart", "pause", "unpause",
     "destroy", "rename", "attach", "detach", "resize", "exec_create", "exec_start",
@@ -106,6 +107,10 @@ def matches(event: Event, filters: Mapping[str, list[str]]) -> bool:
             img = attrs.get("image", "")
             aid = str(actor.get("ID", "")) if etype == "image" else ""
             ok = any(v in (img, aid) or (img and img.split(":", 1)[0] == v) for v in values)
+        elif key in ("volume", "network"):
+            # a volume's actor is its name; a network's, its id (its name an attribute)
+            aid = str(actor.get("ID", ""))
+            ok = etype == key and any(v in (aid, attrs.get("name", "")) for v in values)
         else:  # label
             ok = False
             for v in values:

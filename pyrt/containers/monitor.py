@@ -173,6 +173,7 @@ class Monitor:
             if oom:
                 svc._publish(rec, "oom")
             svc._publish(rec, "die", exitCode=str(code))
+            svc.volumes.publish_mounts(cid, "unmount")
         svc.notify_exit(cid)
         if removing or reconciling:
             return

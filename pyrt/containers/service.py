@@ -473,6 +473,7 @@ class ContainerService:
         self._update(rec.id, **cols)
         rec.state, rec.pid = "running", pid
         self.monitor.watch(rec.id, started_mono=time.monotonic())
+        self.volumes.publish_mounts(rec.id, "mount")
         self._publish(rec, "start")
 
     def _spawn(self, rec: ContainerRecord, p: Paths,

@@ -378,6 +378,19 @@ class VolumeService:
             u = self._uses.get(cid)
             return [dict(m) for m in u.mounts] if u is not None else []
 
+    def publish_mounts(self, cid: str, action: str) -> None:
+        """docker's volume events of a container: "mount" (with where and how) as it
+        starts, "unmount" once it has stopped, one per volume it uses."""
+        for m in self.mount_points(cid):
+            if m["Type"] != "volume":
+                continue
+            if action == "mount":
+                self._publish("mount", m["Name"], container=cid, destination=m["Destination"],
+                              propagation=m["Propagation"],
+                              **{"read/write": "true" if m["RW"] else "false"})  # fmt: skip
+            else:
+                self._publish("unmount", m["Name"], container=cid)
+
     def prepare(self, cid: str, *, config: ContainerConfig, host: HostConfig,
                 image_config: Mapping[str, Any], rootfs: str,
                 resolve: Callable[[str], str]) -> builtins.list[dict[str, Any]]:

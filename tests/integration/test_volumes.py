@@ -442,3 +442,21 @@ def test_cp_in_and_out_of_a_running_container_goes_through_its_volumes(engine: E
         assert engine.containers.stat_path(cid, "/data/in.txt")["size"] == 14
     finally:
         engine.containers.remove(cid, force=True)
+
+
+def test_volume_mount_and_unmount_events(engine: Engine) -> None:
+    engine.volumes.create("evvol")
+    sub = engine.events.subscribe(filters={"type": ["volume"], "volume": ["evvol"]})
+    try:
+        code, _, cid = run(engine, "true", {"Binds": ["evvol:/ev:ro"]})
+        assert code == 0
+        mount = sub.get(timeout=5)
+        unmount = sub.get(timeout=5)
+    finally:
+        sub.close()
+    assert mount is not None and mount["Action"] == "mount", mount
+    assert mount["Actor"]["Attributes"] == {"driver": "local", "container": cid,
+                                            "destination": "/ev", "propagation": "",
+                                            "read/write": "false"}
+    assert unmount is not None and unmount["Action"] == "unmount", unmount
+    assert unmount["Actor"]["Attributes"] == {"driver": "local", "container": cid}
