@@ -388,6 +388,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if not self._hijacked:
                     raise SystemError_(f"route {route.template} returned no response")
                 status = 101
+                self._discard_unread()
                 return
             if isinstance(result, Response):
                 status = result.status
@@ -442,6 +443,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_WR)
             self.connection.settimeout(1.0)
+            left = _DRAIN_LIMIT
+            while left > 0:
+                chunk = self.connection.recv(min(1 << 16, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+
+    def _discard_unread(self) -> None:
+        """A hijacked stream is over: read and drop what the client sent that nobody read
+        (stdin after the container's exit, say). Closing a Unix socket with unread data
+        makes the client's next read fail with ECONNRESET instead of seeing the end, and
+        the docker CLI then reports an error for a run that went well."""
+        with contextlib.suppress(OSError, ValueError):
+            self.connection.shutdown(socket.SHUT_RD)  # the client's later writes fail
+            self.connection.setblocking(False)
             left = _DRAIN_LIMIT
             while left > 0:
                 chunk = self.connection.recv(min(1 << 16, left))
