@@ -67,7 +67,6 @@ from bench_runtime import HugetlbV1, remove_cgroup  # noqa: E402
 from tests.bundle import make_bundle, make_busybox_rootfs, random_suffix  # noqa: E402
 
 README = REPO / "benchmarks" / "README.md"
-BEGIN, END = "<!-- bench_engine_run:begin -->", "<!-- bench_engine_run:end -->"
 IMAGE = "busybox:latest"
 NETWORK_MODE = "none"  # a new network namespace with only lo, in pyrt and in the bundles
 TOOLS = ("pyrt", "crun", "runc")
@@ -506,18 +505,6 @@ row succeeded).
 """
 
 
-def write_section(block: str) -> None:
-    text = README.read_text() if README.exists() else ""
-    new = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + new + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
-    README.write_text(text)
-
-
 def pick(ap: argparse.ArgumentParser, flag: str, value: str, allowed: tuple[str, ...]
          ) -> list[str]:  # fmt: skip
     chosen = [v.strip() for v in value.split(",") if v.strip()]
@@ -633,7 +620,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd = " ".join([*(["PYTHONPATH=."] if os.environ.get("PYTHONPATH") else []),
                         sys.executable, "benchmarks/bench_engine_run.py",
                         *given])  # fmt: skip
-        write_section(f"{SECTION_HEAD}\nCommand, from the repository root: `{cmd}`\n\n{block}")
+        from peers import write_readme_section
+
+        write_readme_section("bench_engine_run", f"{SECTION_HEAD}\nCommand, from the repository "
+                             f"root: `{cmd}`\n\n{block}", README)  # fmt: skip
         print(f"wrote the table into {README}")
     elif args.write_readme:
         print("not writing the README: some rows failed", file=sys.stderr)

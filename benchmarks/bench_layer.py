@@ -38,7 +38,6 @@ from pyrt import _core
 
 CACHE = Path("/var/tmp/pyrt-bench")
 README = Path(__file__).resolve().parent / "README.md"
-BEGIN, END = "<!-- bench_layer:begin -->", "<!-- bench_layer:end -->"
 FULL_SOURCES = ["usr/lib/python3.11", "usr/share/doc", "usr/lib/gcc"]
 QUICK_SOURCES = ["usr/share/doc"]
 
@@ -181,18 +180,6 @@ def bench_sha(path: Path, rounds: int) -> tuple[list[float], list[float]]:
     return t_pyrt, t_peer
 
 
-def write_section(block: str) -> None:
-    text = README.read_text() if README.exists() else ""
-    new = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + new + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
-    README.write_text(text)
-
-
 def machine_line() -> str:
     tar_v = subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout
     gz_v = subprocess.run(["gzip", "--version"], capture_output=True, text=True).stdout
@@ -266,7 +253,10 @@ def main() -> int:
         cmd = " ".join([*(["PYTHONPATH=."] if os.environ.get("PYTHONPATH") else []),
                         sys.executable, "benchmarks/bench_layer.py",
                         *sys.argv[1:]])  # fmt: skip
-        write_section(f"{SECTION_HEAD}\nCommand, from the repository root: `{cmd}`\n\n{block}")
+        from peers import write_readme_section
+
+        write_readme_section("bench_layer", f"{SECTION_HEAD}\nCommand, from the repository "
+                             f"root: `{cmd}`\n\n{block}", README)  # fmt: skip
         print(f"wrote the table into {README}")
     return 0
 

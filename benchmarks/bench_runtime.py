@@ -55,7 +55,6 @@ from tests.bundle import cgroup_hierarchies, make_bundle, random_suffix  # noqa:
 
 README = REPO / "benchmarks" / "README.md"
 TOP_README = REPO / "README.md"
-BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
 HUGETLB_MNT = Path("/sys/fs/cgroup/hugetlb")
 PR_SET_CHILD_SUBREAPER = 36
 TOOLS = ("pyrt-runc", "pyrt-api", "runc", "crun")
@@ -401,18 +400,6 @@ def machine_line(huge_used: bool) -> str:
     )
 
 
-def write_block(path: Path, block: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    new = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + new + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
-    path.write_text(text)
-
-
 def remove_cgroup(parent: str) -> None:
     for hier in cgroup_hierarchies():
         top = hier / parent.strip("/")
@@ -502,9 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([r.__dict__ for r in results], indent=2))
     if args.write_readme and not failed:
-        write_block(README, block)
+        from peers import write_readme_section
+
+        write_readme_section("bench_runtime", block, README)
         if TOP_README.exists():
-            write_block(TOP_README, block)
+            write_readme_section("bench_runtime", block, TOP_README)
         print(f"wrote the table into {README} and {TOP_README}")
     elif args.write_readme:
         print("not writing the READMEs: some tools failed", file=sys.stderr)
