@@ -33,6 +33,7 @@ from pyrt.api.routing import (
 )
 from pyrt.errors import InvalidArgument, NotFound, Unavailable
 from pyrt.images.progress import ProgressEvent
+from pyrt.oci.reference import Reference
 
 _END = object()
 
@@ -75,19 +76,17 @@ def _run_with_progress(work: Any) -> Iterator[tuple[str, Any]]:
 
 def _pull(req: Request, from_image: str, tag: str) -> StreamResponse:
     app: App = req.app
-    from pyrt.oci.reference import parse_normalized
+    from pyrt.oci.reference import parse_normalized, parse_reference
 
     image = from_image
     if tag:
         image = f"{from_image}{'@' if tag.startswith('sha256:') else ':'}{tag}"
+    elif parse_reference(from_image).is_name_only():
+        return _pull_all_tags(req, from_image)
     ref = parse_normalized(image)  # InvalidArgument (400) before anything streams
     platform = query_str(req.query, "platform") or None
     shown_tag = ref.digest or ref.tag or "latest"
-    repo = ref.familiar().split("@", 1)[0]
-    if ref.tag and not ref.digest:
-        repo = repo.rsplit(":", 1)[0]
-    if ref.domain == "docker.io":
-        repo = ref.path  # "Pulling from library/busybox", as docker says
+    repo = _pulling_from(ref)
 
     def work(sink: Any) -> Any:
         try:
@@ -120,25 +119,96 @@ def _pull(req: Request, from_image: str, tag: str) -> StreamResponse:
                 _publish(app, "image", "pull", ref.familiar(), {"name": ref.familiar()})
                 return
             if kind == "event":
-                ev: ProgressEvent = value
-                if ev.id not in announced:
-                    announced.add(ev.id)
-                    if ev.kind.value != "Already exists":
-                        yield _line({"status": "Pulling fs layer", "progressDetail": {},
-                                     "id": ev.id})
-                yield _line(ev.to_json())
+                yield from _layer_lines(value, announced)
             else:
-                pulled = value
-                digest = pulled.index_digest or pulled.manifest_digest
-                prefix = f"{ref.name}@"
-                for d in pulled.repo_digests:
-                    if d.startswith(prefix):
-                        digest = d[len(prefix):]
-                        break
+                digest = _pulled_digest(value, ref.name)
                 if digest:
                     yield _line({"status": f"Digest: {digest}"})
-                yield _line({"status": f"Status: {pulled.status}"})
+                yield _line({"status": f"Status: {value.status}"})
                 _publish(app, "image", "pull", ref.familiar(), {"name": ref.familiar()})
+
+    return StreamResponse(chunks=chunks())
+
+
+def _pulling_from(ref: Reference) -> str:
+    """The repository as docker's "Pulling from ..." line names it: its path without the
+    registry's host (library/busybox, team/app), for every registry, as moby does."""
+    return ref.path
+
+
+def _layer_lines(ev: ProgressEvent, announced: set[str]) -> Iterator[bytes]:
+    """A layer's progress line, after a "Pulling fs layer" line the first time it shows."""
+    if ev.id not in announced:
+        announced.add(ev.id)
+        if ev.kind.value != "Already exists":
+            yield _line({"status": "Pulling fs layer", "progressDetail": {}, "id": ev.id})
+    yield _line(ev.to_json())
+
+
+def _pulled_digest(pulled: Any, name: str) -> str | None:
+    """The digest docker's "Digest: ..." line shows: the repo digest of `name`, else the
+    index's or the manifest's."""
+    prefix = f"{name}@"
+    for d in pulled.repo_digests:
+        if d.startswith(prefix):
+            return str(d[len(prefix):])
+    found: str | None = pulled.index_digest or pulled.manifest_digest
+    return found
+
+
+@dataclass(frozen=True)
+class _TagStarted:
+    tag: str
+
+
+@dataclass(frozen=True)
+class _TagPulled:
+    pulled: Any  # pyrt.images.service.PulledImage
+
+
+def _pull_all_tags(req: Request, repository: str) -> StreamResponse:
+    """POST /images/create with a repository name and no tag: every tag the registry
+    holds, one after the other (moby pulls them all too), each announced by a "Pulling
+    from" line with the tag as its id and closed by its "Digest:" line; one "Status:" line
+    for the repository at the end. The tag list is fetched before the stream starts, so a
+    missing repository is a plain 404."""
+    app: App = req.app
+    from pyrt.oci.reference import parse_reference
+
+    ref = parse_reference(repository)
+    platform = query_str(req.query, "platform") or None
+    tags = app.engine.images.list_tags(str(ref))
+    if not tags:
+        raise NotFound(f"repository {ref.familiar_name} has no tags to pull")
+    repo = _pulling_from(ref)
+
+    def work(sink: Any) -> None:
+        for t in tags:
+            sink(_TagStarted(t))
+            sink(_TagPulled(app.engine.images.pull(f"{ref.name}:{t}", platform=platform,
+                                                   progress=sink)))
+
+    def chunks() -> Iterator[bytes]:
+        announced: set[str] = set()
+        newer = False
+        for kind, value in _run_with_progress(work):
+            if kind == "error":
+                yield _error_line(value)
+                return
+            if kind == "done":
+                status = "Downloaded newer image for" if newer else "Image is up to date for"
+                yield _line({"status": f"Status: {status} {ref.familiar_name}"})
+                _publish(app, "image", "pull", ref.familiar_name, {"name": ref.familiar_name})
+                return
+            if isinstance(value, _TagStarted):
+                yield _line({"status": f"Pulling from {repo}", "id": value.tag})
+            elif isinstance(value, _TagPulled):
+                newer = newer or value.pulled.downloaded
+                digest = _pulled_digest(value.pulled, ref.name)
+                if digest:
+                    yield _line({"status": f"Digest: {digest}"})
+            else:
+                yield from _layer_lines(value, announced)
 
     return StreamResponse(chunks=chunks())
 

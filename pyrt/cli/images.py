@@ -81,9 +81,11 @@ def split_tag(name: str) -> tuple[str, str]:
 
 def pull_command(name: str, quiet: bool = False, platform: str | None = None,
                  all_tags: bool = False) -> None:
-    if all_tags:
-        fail("pull --all-tags: not supported by pyrtd", 125)
     repo, tag = split_tag(name)
+    if all_tags:
+        if tag != "latest" or name.endswith(":latest") or "@" in name:
+            fail("tag can't be used with --all-tags/-a", 125)
+        tag = ""  # a repository without a tag: the daemon pulls every tag
     msgs = client(timeout=None).pull(repo, tag=tag, platform=platform)
     if quiet:
         for _ in msgs:
@@ -94,9 +96,10 @@ def pull_command(name: str, quiet: bool = False, platform: str | None = None,
 
 
 def _full_name(repo: str, tag: str) -> str:
-    from pyrt.oci.reference import parse_normalized
+    from pyrt.oci.reference import parse_reference
 
-    return str(parse_normalized(f"{repo}:{tag}" if tag else repo))
+    # no tag: a digest reference, or --all-tags's bare repository (docker prints it bare)
+    return str(parse_reference(f"{repo}:{tag}" if tag else repo))
 
 
 def image_rows(images: list[dict[str, Any]], show_digests: bool = False,

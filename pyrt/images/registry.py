@@ -46,6 +46,8 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 DEFAULT_USER_AGENT = "pyrt/0.1"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: a tag list is paged by the registry (Link: rel="next"); more pages than this is a loop
+MAX_TAG_PAGES = 1000
 READ_CHUNK = 1024 * 1024
 REDIRECT_LIMIT = 5
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -781,6 +783,41 @@ class RegistryClient:
             )
         return data, media_type, digest
 
+    def list_tags(self, repo: str) -> list[str]:
+        """The repository's tags (GET /v2/<repo>/tags/list), every page of them: a registry
+        that pages its answer names the next page in a `Link: <url>; rel="next"` header."""
+        from pyrt.oci.reference import is_valid_tag
+
+        self._check_repo(repo)
+        name = f"{self.domain}/{repo}"
+        tags: list[str] = []
+        path = f"/v2/{repo}/tags/list"
+        for _ in range(MAX_TAG_PAGES):
+            resp = self._reads("GET", path, repo, {"Accept": "application/json"})
+            data = resp.read(limit=MAX_MANIFEST_BYTES)
+            if resp.status == 404:
+                raise NotFound(f"repository {name} not found" + _suffix(_error_text(data)))
+            if resp.status != 200:
+                raise Unavailable(f"list tags of {name}: HTTP {resp.status}"
+                                  + _suffix(_error_text(data)))
+            try:
+                page = json.loads(data).get("tags")
+            except (ValueError, AttributeError):
+                raise InvalidArgument(f"tags of {name}: the registry's answer is not a JSON "
+                                      "object with a tag list") from None
+            if page is None:  # distribution answers "tags": null for a repository without any
+                page = []
+            if not isinstance(page, list) or not all(
+                    isinstance(t, str) and is_valid_tag(t) for t in page):
+                raise InvalidArgument(f"tags of {name}: {str(page)[:200]!r} is not a list of "
+                                      "valid tags")
+            tags.extend(t for t in page if t not in tags)
+            following = _next_link(resp.header("Link"))
+            if following is None:
+                return tags
+            path = following
+        raise Unavailable(f"list tags of {name}: more than {MAX_TAG_PAGES} pages")
+
     def head_manifest(
         self, repo: str, ref: str, accept: Sequence[str]
     ) -> tuple[str, str | None, int] | None:
@@ -1020,6 +1057,16 @@ def _basic(creds: tuple[str, str] | None) -> str:
     assert creds is not None
     raw = f"{creds[0]}:{creds[1]}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _next_link(header: str | None) -> str | None:
+    """The URL of a `Link: <url>; rel="next"` header (absolute, or a path on the same
+    registry), or None."""
+    for part in (header or "").split(","):
+        m = re.match(r'\s*<([^>]+)>\s*;(.*)$', part)
+        if m and re.search(r'rel\s*=\s*"?next"?', m.group(2)):
+            return m.group(1)
+    return None
 
 
 def _suffix(text: str) -> str:

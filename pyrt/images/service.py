@@ -493,6 +493,16 @@ class ImageService:
         fields = {f: getattr(image, f) for f in Image.__dataclass_fields__}
         return PulledImage(**fields, status=status, downloaded=new)
 
+    def list_tags(self, repository: str) -> list[str]:
+        """The tags a registry holds for `repository` (a name without tag or digest), in
+        the registry's order: what `docker pull --all-tags` pulls."""
+        ref = parse_reference(repository)
+        if not ref.is_name_only():
+            raise InvalidArgument(f"list tags of {repository!r}: give a repository name "
+                                  "without a tag or digest")
+        tags: list[str] = self.client_factory(ref.domain).list_tags(ref.path)
+        return tags
+
     def _unpack_while_downloading(self, ref: Reference,
                                   events: queue.SimpleQueue[tuple[str, Any]],
                                   progress: ProgressSink, downloaded: set[str]) -> Image:

@@ -383,6 +383,8 @@ def test_images_push_pull_list_get_tag_remove(dc: docker.DockerClient, registry:
     assert pulled.id == local.id and f"{repo}:v1" in pulled.tags
     assert pulled.attrs["RepoDigests"] and pulled.attrs["RepoDigests"][0].startswith(
         f"{repo}@sha256:")
+    # all_tags: every tag of the repository (here its one tag), as a list
+    assert [i.id for i in dc.images.pull(repo, all_tags=True)] == [local.id]
     # the pulled image runs
     assert dc.containers.run(f"{repo}:v1", "echo pulled", remove=True) == b"pulled\n"
     with pytest.raises(NotFound):

@@ -65,7 +65,7 @@ def test_pull_progress_stream_and_views(env: Env) -> None:
     msgs = list(c.pull(env.ref.rsplit(":", 1)[0], tag="v1"))
     statuses = [m.get("status", "") for m in msgs]
     repo = env.ref.rsplit(":", 1)[0]
-    assert statuses[0] == f"Pulling from {repo}" and msgs[0]["id"] == "v1"
+    assert statuses[0] == "Pulling from test/app" and msgs[0]["id"] == "v1"
     layer_ids = {d.split(":")[1][:12] for d in env.image.layer_digests}
     for lid in layer_ids:
         mine = [m["status"] for m in msgs if m.get("id") == lid]
@@ -176,3 +176,53 @@ def test_docker_cli_images(env: Env, tmp_path: Path) -> None:
     assert p.returncode == 1 and b"No such image: no/such:1" in p.stderr
     p = d.docker("pull", f"{env.registry.host}/test/missing:v1")
     assert p.returncode != 0 and b"Error response from daemon" in p.stderr
+
+
+def _publish_tags(env: Env, tmp_path: Path) -> tuple[str, dict[str, TestImage]]:
+    """test/multi:v1 and test/multi:v2, two different images, in the test's registry."""
+    src = ContentStore(tmp_path / "multi-src")
+    images = {t: build_image([{"etc/t.txt": t.encode()}], label=t) for t in ("v1", "v2")}
+    for t, image in images.items():
+        publish(env.registry, src, image, f"test/multi:{t}")
+    return f"{env.registry.host}/test/multi", images
+
+
+def test_pull_without_a_tag_pulls_every_tag(env: Env, tmp_path: Path) -> None:
+    repo, images = _publish_tags(env, tmp_path)
+    c = env.daemon.client()
+    msgs = list(c.pull(repo))  # no tag: moby's API pulls all of them
+    statuses = [(m.get("id"), m.get("status", "")) for m in msgs]
+    assert not [m for m in msgs if "error" in m], msgs
+    starts = [i for i, (_, s) in enumerate(statuses) if s.startswith("Pulling from")]
+    # moby names the repository without its registry's host
+    assert [statuses[i] for i in starts] == [("v1", "Pulling from test/multi"),
+                                             ("v2", "Pulling from test/multi")]
+    digests = [s for _, s in statuses if s.startswith("Digest: ")]
+    assert digests == [f"Digest: {images['v1'].digest}", f"Digest: {images['v2'].digest}"]
+    assert statuses[-1] == (None, f"Status: Downloaded newer image for {repo}")
+    assert sorted(t for i in c.images() for t in i["RepoTags"]) == [f"{repo}:v1",
+                                                                    f"{repo}:v2"]
+    for t, image in images.items():
+        assert c.inspect_image(f"{repo}:{t}")["RepoDigests"] == [f"{repo}@{image.digest}"]
+    again = [m.get("status", "") for m in c.pull(repo)]
+    assert again[-1] == f"Status: Image is up to date for {repo}"
+    # a repository the registry does not have: 404 before anything streams, nothing added
+    with pytest.raises(NotFound, match="test/nothing not found"):
+        list(c.pull(f"{env.registry.host}/test/nothing"))
+    assert len(c.images()) == 2
+
+
+@pytest.mark.skipif(not DOCKER.is_file(), reason="docker CLI missing")
+def test_docker_cli_pull_all_tags(env: Env, tmp_path: Path) -> None:
+    repo, images = _publish_tags(env, tmp_path)
+    p = env.daemon.docker("pull", "--all-tags", repo)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.decode()
+    assert "v1: Pulling from test/multi" in out and "v2: Pulling from test/multi" in out
+    assert f"Digest: {images['v2'].digest}" in out
+    assert f"Status: Downloaded newer image for {repo}" in out
+    assert out.rstrip().endswith(repo)
+    p = env.daemon.docker("images", "--format", "{{.Repository}}:{{.Tag}}")
+    assert sorted(p.stdout.decode().split()) == [f"{repo}:v1", f"{repo}:v2"]
+    p = env.daemon.docker("pull", "-a", f"{repo}:v1")
+    assert p.returncode != 0 and b"tag can't be used with --all-tags/-a" in p.stderr

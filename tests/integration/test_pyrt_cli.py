@@ -337,7 +337,7 @@ def test_pull_and_push_with_a_local_registry(env: Env, tmp_path: Path) -> None:
         r = env.cli("pull", target)  # its layer is still there (bb:1)
         assert r.code == 0, r
         lines = r.out.splitlines()
-        assert lines[0] == f"v1: Pulling from {reg.host}/cli/bb"
+        assert lines[0] == "v1: Pulling from cli/bb"
         assert lines[1].endswith(": Already exists"), lines
         assert lines[-2] == f"Status: Downloaded newer image for {target}"
         env.cli.ok("rmi", target)
@@ -348,7 +348,7 @@ def test_pull_and_push_with_a_local_registry(env: Env, tmp_path: Path) -> None:
         r = env.cli("pull", fresh)
         assert r.code == 0, r
         lines = r.out.splitlines()
-        assert lines[0] == f"v2: Pulling from {reg.host}/cli/fresh"
+        assert lines[0] == "v2: Pulling from cli/fresh"
         for digest in image.layer_digests:
             lid = digest.split(":")[1][:12]
             mine = [ln for ln in lines if ln.startswith(lid + ":")]
@@ -360,6 +360,15 @@ def test_pull_and_push_with_a_local_registry(env: Env, tmp_path: Path) -> None:
         assert lines[-1] == fresh
         r = env.cli("pull", "-q", fresh)
         assert r.code == 0 and r.out == fresh + "\n"
+        # --all-tags: every tag the registry holds, then the bare repository name
+        bare = fresh.rsplit(":", 1)[0]
+        r = env.cli("pull", "--all-tags", bare)
+        assert r.code == 0, r
+        lines = r.out.splitlines()
+        assert lines[0] == "v2: Pulling from cli/fresh"
+        assert lines[-2:] == [f"Status: Image is up to date for {bare}", bare]
+        r = env.cli("pull", "-a", fresh)
+        assert r.code == 125 and "tag can't be used with --all-tags/-a" in r.err
         r = env.cli("pull", f"{reg.host}/cli/missing:v1")
         assert r.code == 1 and r.err.startswith("Error response from daemon:")
         env.cli.ok("rmi", fresh)

@@ -419,3 +419,49 @@ def test_unreachable_registry_is_unavailable() -> None:
         c = RegistryClient(f"127.0.0.1:{port}", max_retries=1, backoff_base=0.01)
         with pytest.raises(Unavailable, match=f"127.0.0.1:{port} cannot be reached"):
             c.get_manifest("x", "t", ACCEPT)
+
+
+# -- tag lists ----------------------------------------------------------------------------------
+
+
+def test_list_tags_follows_every_page(serve: Callable[[Handler], FakeServer]) -> None:
+    pages = {"/v2/team/app/tags/list": (["v1", "v2"], '</v2/team/app/tags/list?last=v2&n=2>; '
+                                        'rel="next"'),
+             "/v2/team/app/tags/list?last=v2&n=2": (["v3"], "")}
+
+    def handler(h: http.server.BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        if h.path == "/v2/":
+            return 200, {}, b"{}"
+        tags, link = pages[h.path]
+        headers = {"Content-Type": "application/json", **({"Link": link} if link else {})}
+        return 200, headers, json.dumps({"name": "team/app", "tags": tags}).encode()
+
+    srv = serve(handler)
+    client = RegistryClient(srv.host, insecure_registries=[srv.host])
+    assert client.list_tags("team/app") == ["v1", "v2", "v3"]
+    assert [r["path"] for r in srv.requests if r["path"] != "/v2/"] == list(pages)
+
+
+@pytest.mark.parametrize(("status", "body", "error", "text"), [
+    (404, b'{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known"}]}',
+     NotFound, "repository {host}/team/app not found: name unknown: repository name not known"),
+    (200, b'{"name":"team/app","tags":["ok","bad tag"]}', InvalidArgument,
+     "is not a list of valid tags"),
+    (200, b"[1, 2]", InvalidArgument, "not a JSON object with a tag list"),
+    (200, b"not json", InvalidArgument, "not a JSON object with a tag list"),
+])
+def test_list_tags_refuses_what_is_not_a_tag_list(
+        serve: Callable[[Handler], FakeServer], status: int, body: bytes,
+        error: type[Exception], text: str) -> None:
+    srv = serve(lambda h: (200, {}, b"{}") if h.path == "/v2/" else (
+        status, {"Content-Type": "application/json"}, body))
+    client = RegistryClient(srv.host, insecure_registries=[srv.host])
+    with pytest.raises(error) as info:
+        client.list_tags("team/app")
+    assert text.format(host=srv.host) in str(info.value)
+
+
+def test_list_tags_of_an_empty_repository(serve: Callable[[Handler], FakeServer]) -> None:
+    srv = serve(lambda h: (200, {}, b"{}" if h.path == "/v2/" else
+                           b'{"name":"team/app","tags":null}'))
+    assert RegistryClient(srv.host, insecure_registries=[srv.host]).list_tags("team/app") == []
