@@ -782,9 +782,6 @@ def commit(req: Request) -> Response:
     if not container:
         raise InvalidArgument("container: the container to commit is required")
     body = parse_json_body(req.body(), "commit", allow_empty=True)
-    if body not in (None, {}):
-        raise InvalidArgument("commit: a container config in the body is not supported; "
-                              "give the changes as changes= instructions")
     repo, tag = query_str(q, "repo"), query_str(q, "tag")
     if tag and not repo:
         raise InvalidArgument("tag: a tag needs a repo")
@@ -792,7 +789,7 @@ def commit(req: Request) -> Response:
     image_id = _svc(req).commit(container, repo_tag=repo_tag, author=query_str(q, "author"),
                                 message=query_str(q, "comment"),
                                 changes=query_list(q, "changes"),
-                                pause=query_bool(q, "pause", True))
+                                pause=query_bool(q, "pause", True), config=body or None)
     return json_response({"Id": image_id}, 201)
 
 

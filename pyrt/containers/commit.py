@@ -23,11 +23,12 @@ import json
 import os
 import shlex
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pyrt import _core
+from pyrt.containers.commit_config import merge_commit_config, parse_commit_config
 from pyrt.containers.specgen import merge_env
 from pyrt.errors import FailedPrecondition, InvalidArgument, PyrtError, SystemError_
 from pyrt.images.importer import apply_changes
@@ -117,10 +118,14 @@ def _pack_upper(upper: str, store: ContentStore) -> tuple[str, str, int]:
 
 def commit(handle: ContainerHandle, *, store: ContentStore, images: ImageService,
            repo_tag: str | None = None, author: str = "", message: str = "",
-           changes: Sequence[str] = (), pause: bool = True) -> str:
-    """Commit the container as a new image; returns its id ("sha256:<hex>")."""
+           changes: Sequence[str] = (), pause: bool = True,
+           user_config: Mapping[str, Any] | None = None) -> str:
+    """Commit the container as a new image; returns its id ("sha256:<hex>"). user_config:
+    the request's container Config (pyrt.containers.commit_config), under the changes."""
     new_cfg_changes = list(changes)
-    apply_changes(new_cfg_changes, {})  # refuse bad changes before any work
+    # refuse a bad config or bad changes before any work
+    body_cfg = parse_commit_config(user_config) if user_config is not None else None
+    apply_changes(new_cfg_changes, {})
     base = images.get(handle.image_id)
     base_cfg: dict[str, Any] = json.loads(base.config_json)
     layers: list[dict[str, Any]] = []
@@ -151,7 +156,10 @@ def commit(handle: ContainerHandle, *, store: ContentStore, images: ImageService
     for legacy in ("container", "container_config", "docker_version", "id", "parent"):
         config.pop(legacy, None)
     cfg = merge_container_config(base_cfg.get("config") or {}, handle.config)
-    config["config"] = apply_changes(new_cfg_changes, cfg)
+    if body_cfg:  # moby's order: the changes apply to the body's config, then the merge
+        config["config"] = merge_commit_config(apply_changes(new_cfg_changes, body_cfg), cfg)
+    else:
+        config["config"] = apply_changes(new_cfg_changes, cfg)
     config["created"] = created
     if author:
         config["author"] = author

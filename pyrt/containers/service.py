@@ -1209,17 +1209,19 @@ class ContainerService:
     # ------------------------------------------------------------------ commit / top / stats
 
     def commit(self, ref: str, *, repo_tag: str | None = None, author: str = "",
-               message: str = "", changes: Sequence[str] = (), pause: bool = True) -> str:
+               message: str = "", changes: Sequence[str] = (), pause: bool = True,
+               config: Mapping[str, Any] | None = None) -> str:
         """docker commit: the container's writable layer as a new image on top of its
-        own (pyrt.containers.commit); its id "sha256:<hex>". Event "commit" (comment,
-        imageID, imageRef)."""
+        own (pyrt.containers.commit); its id "sha256:<hex>". `config`: a container Config
+        for the image (POST /commit's body), the changes applied on top. Event "commit"
+        (comment, imageID, imageRef)."""
         from pyrt.containers.commit import commit
 
         rec = self.resolve(ref)
         with self._lock(rec.id):
             image_id = commit(self.handle(rec.id), store=self.images.store, images=self.images,
                               repo_tag=repo_tag, author=author, message=message,
-                              changes=changes, pause=pause)  # fmt: skip
+                              changes=changes, pause=pause, user_config=config)
         self._publish(rec, "commit", comment=message, imageID=image_id, imageRef=repo_tag or "")
         return image_id
 

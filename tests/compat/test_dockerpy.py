@@ -10,6 +10,7 @@ daemon and pull it back. Every container is removed at teardown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -359,6 +360,29 @@ def test_rename_and_remove(dc: docker.DockerClient) -> None:
     r.remove(force=True)
     with pytest.raises(NotFound):
         dc.containers.get(r.id)
+
+
+def test_commit_with_a_config(dc: docker.DockerClient) -> None:
+    c = dc.containers.run(IMAGE, ["sh", "-c", "echo made > /made"], detach=True,
+                          name=uname(), environment={"KEPT": "1"})
+    repo = f"dpy/commit-{uname()}"
+    try:
+        assert c.wait()["StatusCode"] == 0
+        image = c.commit(repo, "v1", message="with conf", changes=["LABEL by=change"],
+                         conf={"Cmd": ["sh", "-c", "cat /made; echo $KEPT $ADDED"],
+                               "Env": ["ADDED=2"], "Labels": {"by": "conf", "x": "y"}})
+        cfg = image.attrs["Config"]
+        assert cfg["Labels"] == {"by": "change", "x": "y"}
+        assert cfg["Env"] == ["ADDED=2", "KEPT=1"]
+        out = dc.containers.run(f"{repo}:v1", remove=True)
+        assert out == b"made\n1 2\n"
+        with pytest.raises(APIError) as ei:
+            c.commit(repo, "bad", conf={"Cmd": 7})
+        assert ei.value.status_code == 400 and "Cmd" in str(ei.value)
+    finally:
+        c.remove(force=True)
+        with contextlib.suppress(NotFound):
+            dc.images.remove(f"{repo}:v1")
 
 
 # -- images ---------------------------------------------------------------------------------

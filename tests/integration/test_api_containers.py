@@ -373,7 +373,7 @@ def test_exec_api(ctd: CtDaemon) -> None:
 
 
 def test_archive_export_changes_commit_top_stats(ctd: CtDaemon) -> None:
-    cid = ctd.create(["sh", "-c", "echo data > /tmp/made; sleep 60"])
+    cid = ctd.create(["sh", "-c", "echo data > /tmp/made; sleep 60"], Env=["MINE=1", "A=0"])
     assert ctd.api("POST", f"/containers/{cid}/start")[0] == 204
     deadline = time.monotonic() + 10
     while ctd.request("HEAD", f"/containers/{cid}/archive?path=/tmp/made")[0] != 200:
@@ -416,6 +416,20 @@ def test_archive_export_changes_commit_top_stats(ctd: CtDaemon) -> None:
     assert img["Id"] == out["Id"] and "A=b" in img["Config"]["Env"]
     assert ctd.client().history("ctcommit:v1")[0]["Comment"] == "hello"
     assert ctd.api("POST", "/commit?container=nosuch")[0] == 404
+    # a container Config in the body: the changes apply on top, the container fills the rest
+    status, out = ctd.api("POST", f"/commit?container={cid}&repo=ctcommit&tag=v2"
+                                  "&changes=ENV%20B%3D2", {"Cmd": ["echo", "hi"], "Env": ["A=1"],
+                                                        "Labels": {"k": "v"}, "Tty": True})
+    assert status == 201, out
+    cfg = ctd.client().inspect_image("ctcommit:v2")["Config"]
+    assert cfg["Cmd"] == ["echo", "hi"] and cfg["Labels"] == {"k": "v"}
+    assert cfg["Env"] == ["A=1", "B=2", "MINE=1"]  # the body's, the change's, the container's
+    before = len(ctd.client().images())
+    for bad, field in (({"Cmd": 5}, "Cmd"), ({"Bogus": 1}, "Bogus"), ([1], "JSON object")):
+        status, out = ctd.api("POST", f"/commit?container={cid}&repo=ctcommit&tag=bad", bad)
+        assert status == 400 and field in out["message"], out
+    assert len(ctd.client().images()) == before
+    ctd.client().remove_image("ctcommit:v2")
     ctd.api("DELETE", f"/containers/{cid}?force=1")
     ctd.client().remove_image("ctcommit:v1")
 
