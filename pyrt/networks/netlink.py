@@ -1,4 +1,4 @@
-"""Links, addresses, routes and network namespaces through netlink (pyroute2).
+"""Links, addresses, routes and network namespaces, through rtnetlink (pyrt.networks.rtnl).
 
     links = NetlinkDriver()
     links.create_netns("/run/pyrt/netns/<cid>")          # a pinned, empty namespace
@@ -9,19 +9,17 @@
     links.delete_link("pv1234")                           # both ends of the veth go
     links.delete_netns("/run/pyrt/netns/<cid>")
 
-All the work runs on one thread of the driver's own. pyroute2 0.9 keeps an event loop and
-a socket per calling thread (and refuses a given socket on another thread), and setns(2)
-or unshare(2) change only the calling thread's namespace: one owner thread keeps the host
-socket open across calls (no socket set-up per container) and lets that thread step into
-a namespace for a moment (configure the container's end there with a few ioctls, step
-back) without forking. A netns is
-made with unshare(CLONE_NEWNET) on that thread and pinned by bind-mounting
-/proc/thread-self/ns/net onto a file; the thread then returns to the host's namespace.
+All the work runs on one thread of the driver's own: setns(2) and unshare(2) change only
+the calling thread's namespace, so that thread can step into a container's namespace for
+a moment (configure its end with a few ioctls, step back) without forking, while its
+netlink socket, made in the host's namespace, stays there. A netns is made with
+unshare(CLONE_NEWNET) on that thread and pinned by bind-mounting /proc/thread-self/ns/net
+onto a file; the thread then returns to the host's namespace.
 
-pyroute2 (bridges, addresses of bridges, deletions) is imported on that thread at its
-first use: nothing imports it on the CLI's path or when no network work happens. The
-start path needs none of it: a veth pair is one hand-built RTM_NEWLINK (new_veth) and the
-container's end is set up with ioctls inside its namespace (_configure); listings come
+Every netlink request is built by hand (rtnl.py): a veth pair is one RTM_NEWLINK, a bridge
+one RTM_NEWLINK, its address one RTM_NEWADDR, a deletion one RTM_DELLINK. No netlink
+library is imported, so an idle daemon holds none; the socket opens at the first use.
+The container's end is set up with ioctls inside its namespace (_configure); listings come
 from sysfs and /proc/net/route.
 """
 
@@ -42,7 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from pyrt.errors import PyrtError, SystemError_
+from pyrt.errors import Conflict, NotFound, PyrtError, SystemError_
+from pyrt.networks import rtnl
 
 T = TypeVar("T")
 log = logging.getLogger("pyrt.networks")
@@ -52,10 +51,6 @@ MNT_DETACH = 2
 SIOCSIFFLAGS, SIOCGIFFLAGS = 0x8914, 0x8913
 SIOCSIFADDR, SIOCSIFNETMASK, SIOCADDRT = 0x8916, 0x891C, 0x890B
 RTF_UP, RTF_GATEWAY = 0x1, 0x2
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-RTM_NEWLINK, NLMSG_ERROR = 16, 2
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO = 1, 3, 4, 10, 18
-IFLA_NET_NS_FD, IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 28, 1, 2, 1
 IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
 
 
@@ -95,7 +90,6 @@ class LinkDriver(Protocol):
     def release(self, links: list[str]) -> None: ...
     def links(self) -> list[LinkInfo]: ...
     def host_networks(self) -> list[ipaddress.IPv4Network]: ...
-    def warm_up(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -106,42 +100,6 @@ def _libc() -> ctypes.CDLL:
 def _oserr(what: str) -> SystemError_:
     err = ctypes.get_errno()
     return SystemError_(f"{what}: {os.strerror(err)}", err)
-
-
-def _rtattr(kind: int, data: bytes) -> bytes:
-    size = 4 + len(data)
-    return struct.pack("HH", size, kind) + data + b"\0" * (-size % 4)
-
-
-def _ifinfomsg(flags: int = 0, change: int = 0) -> bytes:
-    return struct.pack("BxHiII", socket.AF_UNSPEC, 0, 0, flags, change)
-
-
-def new_veth(sock: socket.socket, seq: int, ep: EndpointLink, master: int, netns_fd: int
-             ) -> None:
-    """RTM_NEWLINK of a veth pair, built by hand: the host end `ep.host_ifname` on bridge
-    index `master` and up, the peer `ep.ifname` with its MAC (and MTU) in the namespace
-    of netns_fd. One message and its ack on a plain netlink socket: the start path's
-    only netlink call, without pyroute2's per-call machinery. OSError from the kernel."""
-    peer = (_rtattr(IFLA_IFNAME, ep.ifname.encode() + b"\0")
-            + _rtattr(IFLA_NET_NS_FD, struct.pack("I", netns_fd))
-            + _rtattr(IFLA_ADDRESS, bytes.fromhex(ep.mac.replace(":", ""))))  # fmt: skip
-    mtu = _rtattr(IFLA_MTU, struct.pack("I", ep.mtu)) if ep.mtu else b""
-    info = _rtattr(IFLA_INFO_KIND, b"veth") + _rtattr(
-        IFLA_INFO_DATA, _rtattr(VETH_INFO_PEER, _ifinfomsg() + peer + mtu))
-    body = (_ifinfomsg(IFF_UP, IFF_UP) + _rtattr(IFLA_IFNAME, ep.host_ifname.encode() + b"\0")
-            + _rtattr(IFLA_LINKINFO, info) + _rtattr(IFLA_MASTER, struct.pack("I", master))
-            + mtu)  # fmt: skip
-    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-    sock.send(struct.pack("IHHII", 16 + len(body), RTM_NEWLINK, flags, seq, 0) + body)
-    while True:
-        reply = sock.recv(65536)
-        _, kind, _, rseq, _ = struct.unpack("IHHII", reply[:16])
-        if kind == NLMSG_ERROR and rseq == seq:
-            err = -struct.unpack("i", reply[16:20])[0]
-            if err:
-                raise OSError(err, os.strerror(err))
-            return
 
 
 def _sockaddr_in(ip: str) -> bytes:
@@ -173,10 +131,6 @@ def _loopback_up() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifr = struct.pack("16sH14s", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING, b"")
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, ifr)
-
-
-def _nothing() -> None:
-    return None
 
 
 def _write(path: str, value: str) -> None:
@@ -212,52 +166,20 @@ def is_netns_mount(path: str) -> bool:
     return False
 
 
-def _iproute_class() -> Any:
-    """pyroute2's IPRoute without running pyroute2/__init__.py, which imports every one of
-    its ~160 modules (IPDB, NDB, conntrack, wireguard...): ~5 MB more of the daemon's
-    memory for nothing it uses. The package's module object stands in for the import of
-    pyroute2.iproute.linux only; a later `import pyroute2` runs the real __init__."""
-    import sys
-
-    if "pyroute2" in sys.modules:
-        from pyroute2 import IPRoute
-
-        return IPRoute
-    import importlib.util
-    import types
-
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemError_("pyroute2 is not installed")
-    stub = types.ModuleType("pyroute2")
-    stub.__path__ = list(spec.submodule_search_locations)
-    stub.__spec__ = spec
-    stub.__file__ = spec.origin
-    sys.modules["pyroute2"] = stub
-    try:
-        from pyroute2.iproute.linux import IPRoute
-    finally:
-        if sys.modules.get("pyroute2") is stub:
-            del sys.modules["pyroute2"]
-    return IPRoute
-
-
 class NetlinkDriver:
     """LinkDriver on the real kernel (see the module doc)."""
 
     def __init__(self) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pyrt-netlink")
-        self._ipr: Any = None
+        self._nl: rtnl.Rtnl | None = None  # the owner thread's socket, in the host's netns
         self._host_fd = -1
         self._libc: ctypes.CDLL | None = None
         self._lock = threading.Lock()
         self._closed = False
         self._releaser = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="pyrt-netlink-release")
-        self._release_ipr: Any = None
+        self._release_nl: rtnl.Rtnl | None = None  # the releaser thread's socket
         self._releasing: dict[str, concurrent.futures.Future[None]] = {}
-        self._raw: socket.socket | None = None  # a plain NETLINK_ROUTE socket (new_veth)
-        self._seq = 0
 
     # -- the owner thread ------------------------------------------------------------
 
@@ -269,12 +191,10 @@ class NetlinkDriver:
         return fut.result()
 
     def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._ipr is None:
-            IPRoute = _iproute_class()  # noqa: N806 - pyroute2's class
-
+        if self._nl is None:  # the first use: this thread is in the host's namespace
             self._libc = _libc()
             self._host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            self._ipr = IPRoute()
+            self._nl = rtnl.Rtnl()
         try:
             return fn(*args)
         except PyrtError:
@@ -282,19 +202,15 @@ class NetlinkDriver:
         except OSError as e:
             raise SystemError_(f"netlink: {fn.__name__.strip('_')}: {e.strerror or e}",
                                e.errno) from None  # fmt: skip
-        except Exception as e:  # pyroute2's NetlinkError carries the errno as .code
-            code = getattr(e, "code", None)
-            msg = os.strerror(code) if isinstance(code, int) and code > 0 else str(e)
-            raise SystemError_(f"netlink: {fn.__name__.strip('_')}: {msg}", code) from None
+
+    def _host_nl(self) -> rtnl.Rtnl:
+        assert self._nl is not None, "called off the owner thread"
+        return self._nl
 
     def _setns(self, fd: int) -> None:
         assert self._libc is not None
         if self._libc.setns(fd, CLONE_NEWNET) != 0:
             raise _oserr("setns")
-
-    def _index(self, name: str) -> int | None:
-        found = self._ipr.link_lookup(ifname=name)
-        return int(found[0]) if found else None
 
     # -- namespaces ------------------------------------------------------------------
 
@@ -340,23 +256,21 @@ class NetlinkDriver:
 
     def _ensure_bridge(self, name: str, gateway: str, prefixlen: int, mtu: int, alias: str
                        ) -> None:
-        ipr = self._ipr
-        idx = self._index(name)
+        nl = self._host_nl()
+        idx = rtnl.link_index(nl, name)
         if idx is None:
             mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
-            attrs: dict[str, Any] = {"ifname": name, "kind": "bridge", "address": mac}
-            if mtu:
-                attrs["mtu"] = mtu
-            ipr.link("add", **attrs)
-            idx = self._index(name)
-            assert idx is not None
-        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx)}
-        if (gateway, prefixlen) not in have:
-            ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
+            with contextlib.suppress(Conflict):  # (made meanwhile by someone else: fine)
+                rtnl.add_bridge(nl, name, mac, mtu)
+            idx = rtnl.link_index(nl, name)
+            if idx is None:
+                raise SystemError_(f"bridge {name} was gone as soon as it was made")
+        with contextlib.suppress(Conflict):  # it has the address already
+            rtnl.add_address(nl, name, idx, gateway, prefixlen)
         # published ports reach containers from 127.0.0.1 (DNAT in output, then masquerade)
         _sysctl(f"/proc/sys/net/ipv4/conf/{name}/route_localnet", "1")
         _sysctl("/proc/sys/net/ipv4/ip_forward", "1")  # as Docker: bridges route
-        ipr.link("set", index=idx, state="up", **({"ifalias": alias} if alias else {}))
+        rtnl.set_link(nl, name, idx, up=True, alias=alias)
 
     def delete_bridge(self, name: str) -> None:
         self.delete_link(name)
@@ -370,7 +284,7 @@ class NetlinkDriver:
         if pending is not None:  # the same container again: its old veth goes first
             with contextlib.suppress(Exception):
                 pending.result()
-        ipr = self._ipr
+        nl = self._host_nl()
         try:
             br = int(_read(f"/sys/class/net/{ep.bridge}/ifindex"))
         except ValueError:
@@ -379,16 +293,7 @@ class NetlinkDriver:
         try:
             # one netlink message: the pair, the host end on the bridge and up, the other
             # end (its name, MAC and MTU) in the namespace
-            if self._raw is None:
-                self._raw = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
-                                          socket.NETLINK_ROUTE)  # fmt: skip
-                self._raw.bind((0, 0))
-            self._seq += 1
-            try:
-                new_veth(self._raw, self._seq, ep, br, fd)
-            except OSError as e:
-                raise SystemError_(f"netlink: add veth {ep.host_ifname}: {e.strerror}",
-                                   e.errno) from None  # fmt: skip
+            rtnl.add_veth(nl, ep.host_ifname, br, ep.ifname, ep.mac, fd, ep.mtu)
         finally:
             os.close(fd)
         try:
@@ -398,8 +303,8 @@ class NetlinkDriver:
             _sysctl(f"/sys/class/net/{ep.host_ifname}/brport/hairpin_mode", "1")
             self._in_netns(ep.netns, lambda: _configure(ep))
         except BaseException:
-            with contextlib.suppress(Exception):
-                ipr.link("del", ifname=ep.host_ifname)
+            with contextlib.suppress(PyrtError, OSError):
+                rtnl.delete_link(nl, ep.host_ifname)
             raise
 
     def _in_netns(self, path: str, fn: Callable[[], None]) -> None:
@@ -415,17 +320,12 @@ class NetlinkDriver:
             self._setns(self._host_fd)
 
     def delete_link(self, name: str) -> None:
+        """Delete link `name`; one that is gone already is fine."""
         self._run(self._delete_link, name)
 
     def _delete_link(self, name: str) -> None:
-        idx = self._index(name)
-        if idx is None:
-            return
-        try:
-            self._ipr.link("del", index=idx)
-        except Exception as e:
-            if getattr(e, "code", None) != _errno.ENODEV:
-                raise
+        with contextlib.suppress(NotFound):
+            rtnl.delete_link(self._host_nl(), name)
 
     def release(self, links: list[str]) -> None:
         """Delete the links without waiting: a veth's deletion waits for the kernel's RCU
@@ -442,29 +342,26 @@ class NetlinkDriver:
                 self._releasing[name] = fut
 
     def _release(self, links: list[str]) -> None:
-        from pyroute2 import IPRoute
-
-        if self._release_ipr is None:
-            self._release_ipr = IPRoute()
         for name in links:
             try:
-                found = self._release_ipr.link_lookup(ifname=name)
-                if found:
-                    self._release_ipr.link("del", index=found[0])
-            except Exception as e:  # nobody waits for this: say it
-                if getattr(e, "code", None) != _errno.ENODEV:
-                    log.warning("release link %s: %s", name, e)
+                if self._release_nl is None:
+                    self._release_nl = rtnl.Rtnl()
+                rtnl.delete_link(self._release_nl, name)
+            except NotFound:
+                pass
+            except (PyrtError, OSError) as e:  # nobody waits for this: say it
+                log.warning("release link %s: %s", name, e)
             with self._lock:
                 self._releasing.pop(name, None)
 
     def _close_releaser(self) -> None:
-        if self._release_ipr is not None:
-            self._release_ipr.close()
-            self._release_ipr = None
+        if self._release_nl is not None:
+            self._release_nl.close()
+            self._release_nl = None
 
     def links(self) -> list[LinkInfo]:
-        """The host's links, from sysfs: no netlink round trip, and no pyroute2 import for
-        an engine that only checks what is there (its start)."""
+        """The host's links, from sysfs: no netlink round trip for an engine that only
+        checks what is there (its start)."""
         out = []
         base = "/sys/class/net"
         with contextlib.suppress(FileNotFoundError):
@@ -498,10 +395,6 @@ class NetlinkDriver:
                     out.add(ipaddress.IPv4Network((dst, prefix), strict=False))
         return sorted(out)
 
-    def warm_up(self) -> None:
-        """Import pyroute2 and open the socket now (the first call does it otherwise)."""
-        self._run(_nothing)
-
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -517,12 +410,9 @@ class NetlinkDriver:
         self._releaser.shutdown(wait=True)
 
     def _close_on_thread(self) -> None:
-        if self._raw is not None:
-            self._raw.close()
-            self._raw = None
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
         if self._host_fd >= 0:
             os.close(self._host_fd)
             self._host_fd = -1
