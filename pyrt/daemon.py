@@ -235,9 +235,6 @@ class Daemon:
                     log.info("listening", extra={"fields": {"host": f"tcp://{addr[0]}:"
                                                                      f"{addr[1]}", "tls": True}})
             self.engine = open_engine(cfg)
-            # load the netlink layer (pyroute2, ~0.3 s) now, off the first start's path
-            threading.Thread(target=self.engine.networks.warm_up, name="pyrt-net-warmup",
-                             daemon=True).start()
         except BaseException:
             server.shutdown(grace=0)
             raise

@@ -73,9 +73,6 @@ class FakeLinks:
                for gw, p, _, _ in self.bridges.values()]  # fmt: skip
         return sorted(set(self.routes + own))
 
-    def warm_up(self) -> None:
-        pass
-
     def close(self) -> None:
         self.closed = True
 

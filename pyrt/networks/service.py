@@ -1074,11 +1074,6 @@ class NetworkService:
             report["restored"].append(cid)
         return report
 
-    def warm_up(self) -> None:
-        """Load the netlink layer now (a daemon calls this at start, off the start path)."""
-        with contextlib.suppress(PyrtError):
-            self.links.warm_up()
-
     def close(self) -> None:
         """Engine close: running containers keep their network; what nothing running uses
         comes down (bridges, rules, the table), and the engine's own threads stop."""
