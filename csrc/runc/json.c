@@ -39,6 +39,8 @@ static int utf8_ok(const unsigned char *s, size_t len) {
   return 1;
 }
 
+int json_utf8_ok(const char *s, size_t len) { return utf8_ok((const unsigned char *)s, len); }
+
 static void skip_ws(rd_t *r) {
   while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
     r->p++;

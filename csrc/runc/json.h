@@ -24,6 +24,9 @@ typedef struct jv {
   char **keys;         /* J_OBJ keys */
 } jv_t;
 
+/* 1 when s[0..len) is valid UTF-8 as Python's strict decoder sees it. */
+int json_utf8_ok(const char *s, size_t len);
+
 /* Parses text (len bytes); NULL when refused. The result lives until exit. */
 jv_t *json_parse(const char *text, size_t len);
 

@@ -1,5 +1,7 @@
 # ruff: noqa: B008 - typer declares parameters with calls in their defaults
-"""The `pyrt` command (console script pyrt = pyrt.cli.app:main).
+"""The `pyrt` command (console script pyrt-py = pyrt.cli.app:main; the venv's bin/pyrt is the
+C front end csrc/cli/main.c, which runs a non-interactive `pyrt run` itself and execs
+pyrt-py for everything else).
 
     pyrt [-H unix:///run/pyrt/pyrt.sock] COMMAND ...
 
