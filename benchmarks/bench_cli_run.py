@@ -22,6 +22,10 @@ gives the container no interface, pyrt's network cost is reported as not measure
     python benchmarks/bench_cli_run.py [--runs N] [--quick] [--tools pyrt,docker,podman]
         [--modes default,none] [--write-readme] [--json]
 
+`pyrt` is the venv's bin/pyrt (the C front end csrc/cli/, which runs this command itself);
+the tool `pyrt-py` (not in the default list: `--tools pyrt,pyrt-py,...`) is the Python
+CLI, bin/pyrt-py, against the same pyrtd, for information: what the front end saves.
+
 --quick: 3 runs (one warm-up), peers that are not installed are skipped (saying so).
 Afterwards no daemon, container, mount, bridge or firewall chain made by the benchmark is
 left.
@@ -60,6 +64,8 @@ from peers import (
 
 IMAGE = "bench/busybox:latest"
 TOOLS = ("pyrt", "docker", "podman")
+#: tools that may be asked for by name; pyrt-py (the Python CLI) shares pyrt's daemon
+OPTIONAL_TOOLS = ("pyrt-py",)
 MODES = ("default", "none")
 TARGET_START = 0.2  # pyrt ÷ peer, each mode (Milestone 4)
 TARGET_NET = 0.2  # pyrt's network cost ÷ docker's (Milestone 5)
@@ -149,7 +155,7 @@ def check_modes(tools: list[Tool], modes: list[str]) -> None:
                   f"{t.mode_seen[m]}", flush=True)
             if m == "none" and ifaces:
                 raise PeerError(f"{t.name} --network none gave the container {ifaces}")
-            if m == "default" and not ifaces and t.name != "pyrt":
+            if m == "default" and not ifaces and not t.name.startswith("pyrt"):
                 raise PeerError(f"{t.name}'s default network gave the container no interface")
 
 
@@ -184,7 +190,7 @@ def render(tools: list[Tool], modes: list[str], runs: int) -> tuple[str, list[st
     if pyrt is not None:
         for m in modes:
             for t in tools:
-                if t is pyrt:
+                if t is pyrt or t.name in OPTIONAL_TOOLS:
                     continue
                 r = median_ms(pyrt.times[m]) / median_ms(t.times[m])
                 ok = "met" if r <= TARGET_START else "NOT met"
@@ -241,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (3 if args.quick else 30)
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if any(n not in TOOLS for n in names) or any(m not in MODES for m in modes) or runs < 1:
-        ap.error(f"tools from {TOOLS}, modes from {MODES}, --runs >= 1")
+    if any(n not in TOOLS + OPTIONAL_TOOLS for n in names) or \
+            any(m not in MODES for m in modes) or runs < 1:
+        ap.error(f"tools from {TOOLS + OPTIONAL_TOOLS}, modes from {MODES}, --runs >= 1")
+    if "pyrt-py" in names and "pyrt" not in names:
+        ap.error("pyrt-py runs against pyrt's daemon: --tools must name pyrt too")
     if os.geteuid() != 0:
         print("bench_cli_run: needs root", file=sys.stderr)
         return 1
     need = {"pyrt": [args.pyrt_bin / "pyrt", args.pyrt_bin / "pyrtd"],
+            "pyrt-py": [args.pyrt_bin / "pyrt-py"],
             "docker": [DOCKERD, DOCKER_CLI], "podman": [PODMAN]}
     for n in list(names):
         missing = [str(p) for p in need[n] if not p.exists()]
@@ -265,12 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     busybox_archive(archive, IMAGE)
     peers: list[PrivateDockerd | PrivatePodman | PrivatePyrtd] = []
     tools: list[Tool] = []
+    pyrtd: PrivatePyrtd | None = None
     try:
-        for n in names:
-            if n == "pyrt":
-                y = PrivatePyrtd(work / "pyrt", args.pyrt_bin)
-                peers.append(y)
-                t = Tool("pyrt", [str(args.pyrt_bin / "pyrt")], y.env)
+        for n in sorted(names, key=lambda n: n == "pyrt-py"):  # pyrt's daemon first
+            if n in ("pyrt", "pyrt-py"):
+                if pyrtd is None:
+                    pyrtd = PrivatePyrtd(work / "pyrt", args.pyrt_bin)
+                    peers.append(pyrtd)
+                t = Tool(n, [str(args.pyrt_bin / n)], pyrtd.env)
                 t.version = t.run("version", "--format", "{{.Server.Version}}").strip()
             elif n == "docker":
                 d = PrivateDockerd(work / "docker", bridge=True)
@@ -280,11 +292,12 @@ def main(argv: list[str] | None = None) -> int:
                 p = PrivatePodman(work / "podman")
                 peers.append(p)
                 t = Tool("podman", p.base, p.env, run_flags=p.run_flags, version=p.version)
-            t.run("load", "-i", str(archive))
+            if n != "pyrt-py":  # its daemon is pyrt's: the image is there
+                t.run("load", "-i", str(archive))
             t.mode_flags = {"default": [], "none": ["--network", "none"]}
             tools.append(t)
         for t in tools:
-            if t.name == "pyrt" and not pyrt_network_flag(t):
+            if t.name.startswith("pyrt") and not pyrt_network_flag(t):
                 t.mode_flags["none"] = []
                 print("  pyrt: this pyrt's `run` has no --network flag yet; its none row runs"
                       " without it (what that gives is checked below)", flush=True)

@@ -9,7 +9,13 @@ the child, from getrusage) per run; medians are reported (and the minimum wall t
   `pyrt run` loads before its first request;
 - `import run path + removed modules`: the same plus http.client, urllib.parse, argparse,
   typing and platform, which the run path imported before (for comparison);
-- `pyrt version`: client and server versions, one request to a private pyrtd;
+- `pyrt run` (C front end floor): the venv's bin/pyrt (csrc/cli/) parsing a `run`, building
+  its create body and connecting to a socket nobody serves, then exec'ing /bin/true where
+  it would exec the Python CLI: what the C front end costs before its first request;
+- `pyrt version`: client and server versions, one request to a private pyrtd (bin/pyrt
+  hands it to the Python CLI, bin/pyrt-py);
+- `pyrt-py version`: the same, the Python CLI started directly (the difference is the
+  front end's hand-over);
 - `pyrt ps`: one request, on the fast path (no typer);
 - `pyrt --help`: typer's help (no daemon);
 - peers, for scale: `docker --version` and `podman --version` (Go clients, no daemon).
@@ -97,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     runs = args.runs or (8 if args.quick else 30)
     py, pyrt = str(args.pyrt_bin / "python"), str(args.pyrt_bin / "pyrt")
+    pyrt_py = str(args.pyrt_bin / "pyrt-py")
     if not Path(pyrt).exists():
         print(f"bench_cli_startup: {pyrt} not found", file=sys.stderr)
         return 1
@@ -110,12 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with PrivatePyrtd(work / "pyrt", args.pyrt_bin) as y:
             denv = {**env, "PYRT_HOST": y.host, "PYRT_NO_AUTOSTART": "1"}
+            nobody = f"unix://{work}/nobody.sock"
+            front = [pyrt, "-H", nobody, "run", "--rm", "-e", "A=1", "--name", "x", "img", "true"]
+            # the front end execs $PYRT_CLI_PYTHON when nothing answers: /bin/true here
+            extra_env = {"pyrt run (C front end floor)": {"PYRT_CLI_PYTHON": "/bin/true"}}
             cmds = [
                 ("python -c pass", "the interpreter", [py, "-c", "pass"]),
+                ("pyrt run (C front end floor)", "parse, create body, connect (no daemon), "
+                 "exec /bin/true", front),
                 ("import run path", RUN_PATH, [py, "-c", RUN_PATH]),
                 ("import run path + removed modules", f"{REMOVED}; {RUN_PATH}",
                  [py, "-c", f"{REMOVED}; {RUN_PATH}"]),
-                ("pyrt version", "one request", [pyrt, "version"]),
+                ("pyrt version", "one request (bin/pyrt execs pyrt-py)", [pyrt, "version"]),
+                ("pyrt-py version", "one request (the Python CLI directly)",
+                 [pyrt_py, "version"]),
                 ("pyrt ps", "one request (fast path, no typer)", [pyrt, "ps"]),
                 ("pyrt --help", "typer, no daemon", [pyrt, "--help"]),
             ]
@@ -124,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
                     cmds.append((name, "Go client, no daemon", [str(exe), "--version"]))
                 elif not args.quick:
                     raise PeerError(f"{exe} not installed")
-            for _, _, cmd in cmds:  # warm the page cache and __pycache__
-                time_cmd(cmd, denv, 2)
+            for name, _, cmd in cmds:  # warm the page cache and __pycache__
+                time_cmd(cmd, {**denv, **extra_env.get(name, {})}, 2)
             results: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n, _, _ in
                                                                    cmds}
             for _ in range(runs):  # interleaved, so load changes hit every command alike
                 for name, _, cmd in cmds:
-                    w, c = time_cmd(cmd, denv, 1)
+                    w, c = time_cmd(cmd, {**denv, **extra_env.get(name, {})}, 1)
                     results[name][0].extend(w)
                     results[name][1].extend(c)
             rows = [(n, what, *results[n]) for n, what, _ in cmds]
