@@ -35,18 +35,19 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import json
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 from zlib import error as ZlibError
 
-from pyrt.containers import userdb
+from pyrt.containers import cpview, userdb
 from pyrt.errors import FailedPrecondition, InvalidArgument, NotFound, SystemError_
 
 if TYPE_CHECKING:
@@ -108,21 +109,34 @@ def encode_path_stat(st: dict[str, Any]) -> str:
 
 # -- resolving inside the rootfs ----------------------------------------------------------------
 
-def _open_root(handle: ContainerHandle) -> int:
-    """The root `docker cp` works in. A running (or paused) container is seen through
-    /proc/PID/root: its mount namespace's view, so a path in a volume, bind or tmpfs is the
-    one the container sees, not the overlay under it; a stopped one, the overlay."""
+def _open_root(handle: ContainerHandle) -> tuple[int, int]:
+    """(rootfd, nsfd): the root `docker cp` works in. A running (or paused) container is
+    seen through /proc/PID/root: its mount namespace's view, so a path in a volume, bind or
+    tmpfs is the one the container sees, not the overlay under it. A stopped one with
+    volumes or binds: its overlay with them bound on it, in a mount namespace of the
+    copy's own (pyrt.containers.cpview) that lives until nsfd is closed; else the overlay
+    alone (nsfd -1)."""
     root = handle.rootfs
     if handle.status() in ("running", "paused"):
         pid = handle.pid()
         if pid > 0:
             with contextlib.suppress(OSError):
-                return os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                return os.open(f"/proc/{pid}/root",
+                               os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), -1
     try:
-        return os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        binds = cpview.spec_binds(handle.spec) if os.path.ismount(root) else []
+        if binds:
+            return cpview.open_view(root, binds, open_at_root)
+        return os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), -1
     except OSError as e:
         raise FailedPrecondition(f"container {handle.id}: root filesystem {root} is not "
                                  f"available: {e.strerror}") from None
+
+
+def _close_root(rootfd: int, nsfd: int) -> None:
+    os.close(rootfd)
+    if nsfd >= 0:
+        os.close(nsfd)
 
 
 def open_at_root(rootfd: int, path: str, flags: int) -> int:
@@ -232,7 +246,7 @@ def _stat_doc(rootfd: int, r: _Resolved, st: os.stat_result) -> dict[str, Any]:
 def stat_path(handle: ContainerHandle, path: str) -> dict[str, Any]:
     """docker's container path stat of `path` (NotFound when it does not exist)."""
     clean, follow, _ = _clean(path)
-    rootfd = _open_root(handle)
+    rootfd, nsfd = _open_root(handle)
     try:
         try:
             r = _Resolved(rootfd, clean, follow)
@@ -247,7 +261,7 @@ def stat_path(handle: ContainerHandle, path: str) -> dict[str, Any]:
         finally:
             r.close()
     finally:
-        os.close(rootfd)
+        _close_root(rootfd, nsfd)
 
 
 # -- writing tar streams -------------------------------------------------------------------------
@@ -371,6 +385,22 @@ def _walk_dir(w: _TarWriter, fd: int, arcname: str, st: os.stat_result, *,
         yield from _walk_entry(w, fd, name, prefix + name, cst)
 
 
+class _Closer:
+    """Runs its closers once: at close(), or when it is collected: a get_archive stream
+    dropped before it is read never runs its generator's finally."""
+
+    def __init__(self, *closers: Callable[[], object]) -> None:
+        self._closers: tuple[Callable[[], object], ...] | None = closers
+
+    def close(self) -> None:
+        closers, self._closers = self._closers, None
+        for c in closers or ():
+            c()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 def get_archive(handle: ContainerHandle, path: str) -> tuple[dict[str, Any], Iterator[bytes]]:
     """(stat document, tar stream) of `path` in the container; NotFound when missing.
 
@@ -378,7 +408,7 @@ def get_archive(handle: ContainerHandle, path: str) -> tuple[dict[str, Any], Ite
     directory's contents as "./..." when the path ends in "/.").
     """
     clean, follow, contents = _clean(path)
-    rootfd = _open_root(handle)
+    rootfd, nsfd = _open_root(handle)
     try:
         try:
             r = _Resolved(rootfd, clean, follow)
@@ -393,8 +423,11 @@ def get_archive(handle: ContainerHandle, path: str) -> tuple[dict[str, Any], Ite
         except BaseException:
             r.close()
             raise
-    finally:
-        os.close(rootfd)
+    except BaseException:
+        _close_root(rootfd, nsfd)
+        raise
+    os.close(rootfd)  # the walk goes on from r's fds; the namespace stays until its end
+    done = _Closer(r.close, *([functools.partial(os.close, nsfd)] if nsfd >= 0 else []))
 
     def stream() -> Iterator[bytes]:
         try:
@@ -410,7 +443,7 @@ def get_archive(handle: ContainerHandle, path: str) -> tuple[dict[str, Any], Ite
                     os.close(fd)
             yield from w.end()
         finally:
-            r.close()
+            done.close()
 
     return doc, stream()
 
@@ -590,7 +623,7 @@ def put_archive(handle: ContainerHandle, path: str, stream: IO[bytes], *,
         raise FailedPrecondition(f"container {handle.id}: container rootfs is marked "
                                  "read-only")
     owner = _container_owner(handle) if copy_uid_gid else (0, 0)
-    rootfd = _open_root(handle)
+    rootfd, nsfd = _open_root(handle)
     try:
         try:
             fd = open_at_root(rootfd, clean, os.O_PATH)
@@ -632,7 +665,7 @@ def put_archive(handle: ContainerHandle, path: str, stream: IO[bytes], *,
                                       ) from None
         ex.finish()
     finally:
-        os.close(rootfd)
+        _close_root(rootfd, nsfd)
 
 
 # -- export -------------------------------------------------------------------------------------

@@ -444,6 +444,54 @@ def test_cp_in_and_out_of_a_running_container_goes_through_its_volumes(engine: E
         engine.containers.remove(cid, force=True)
 
 
+def _mount_points() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
+def test_cp_of_a_stopped_container_goes_through_its_volumes_and_binds(
+        engine: Engine, tmp_path: Path) -> None:
+    """docker cp of an exited container still sees its volumes and binds (in a mount
+    namespace of the copy's own: the host's mount table does not change), read-only binds
+    stay read-only, and nothing is left open afterwards."""
+    engine.volumes.create("cpstop")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "host.txt").write_bytes(b"host file\n")
+    code, _, cid = run(engine, "echo inside > /data/out; echo rootfs > /data2",
+                       {"Binds": ["cpstop:/data", f"{shared}:/ro:ro"]}, remove=False)
+    assert code == 0
+    mountpoint = Path(engine.volumes.inspect("cpstop")["Mountpoint"])
+    mounts, fds = _mount_points(), len(os.listdir("/proc/self/fd"))
+    try:
+        st, chunks = engine.containers.get_archive(cid, "/data/out")
+        assert st["size"] == len(b"inside\n")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tf:
+            member = tf.extractfile("out")
+            assert member is not None and member.read() == b"inside\n"
+        assert engine.containers.stat_path(cid, "/ro/host.txt")["size"] == 10
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            _add(tf, "in.txt", data=b"from the host\n")
+        buf.seek(0)
+        engine.containers.put_archive(cid, "/data", buf)
+        assert (mountpoint / "in.txt").read_bytes() == b"from the host\n"
+        buf.seek(0)
+        with pytest.raises(SystemError_, match="Read-only file system"):
+            engine.containers.put_archive(cid, "/ro", buf)
+        assert not (shared / "in.txt").exists()
+        # a stream dropped unread lets its namespace go too
+        _, unread = engine.containers.get_archive(cid, "/data")
+        del unread
+        # the host saw no mount, and every fd of the copies is closed
+        assert not _mount_points() - mounts
+        assert len(os.listdir("/proc/self/fd")) == fds
+        # the rootfs itself is still the overlay: a file beside the volume
+        st, _ = engine.containers.get_archive(cid, "/data2")
+        assert st["size"] == len(b"rootfs\n")
+    finally:
+        engine.containers.remove(cid)
+
+
 def test_volume_mount_and_unmount_events(engine: Engine) -> None:
     engine.volumes.create("evvol")
     sub = engine.events.subscribe(filters={"type": ["volume"], "volume": ["evvol"]})
