@@ -7,8 +7,8 @@
  *
  * - Everything is checked before the first side effect (the state directory). Anything
  *   this file does not handle -- a spec Python would refuse, hooks, a seccomp profile not
- *   in Python's cache of compiled ones (cached_seccomp), a user namespace, joined
- *   namespaces, resources other than memory/cpu/pids limits and device rules, a cgroup v2
+ *   in Python's cache of compiled ones (cached_seccomp), a user namespace, a joined user,
+ *   mount or time namespace, resources other than memory/cpu/pids limits and device rules, a cgroup v2
  *   host, an rlimit or capability Python would adjust with a warning, a flag it does not
  *   know -- is handed to the Python CLI (delegate()) before anything is touched. Errors
  *   are therefore Python's, word for word.
@@ -16,6 +16,8 @@
  *   pid file) undoes everything done so far (the same cleanup Runtime.create runs) and
  *   then delegates: Python does the create again from nothing and, failing at the same
  *   point, reports it in its own words.
+ * - With PYRT_RUNC_NATIVE_ONLY in the environment nothing is handed over: such a create
+ *   fails (exit status 125) after the same undo, for a caller that redoes it in process.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -67,6 +69,20 @@
     if (!(cond)) refuse(__LINE__); \
   } while (0)
 
+/* With PYRT_RUNC_NATIVE_ONLY set (the engine's shim runs create so: it has Python in
+ * process and redoes a create this file does not handle itself, faster than a new
+ * interpreter would), a create that would be handed over fails instead, exit status 125,
+ * after the same undo. */
+static void give_up(int line) __attribute__((noreturn));
+static void give_up(int line) {
+  const char *only = getenv("PYRT_RUNC_NATIVE_ONLY");
+  if (only != NULL && only[0] != '\0') {
+    fprintf(stderr, "pyrt-runc: create not handled natively (create.c:%d)\n", line);
+    exit(125);
+  }
+  delegate();
+}
+
 static void refuse(int line) __attribute__((noreturn));
 static void refuse(int line) {
   const char *path = getenv("PYRT_RUNC_EXPLAIN");
@@ -77,7 +93,7 @@ static void refuse(int line) {
       fclose(f);
     }
   }
-  delegate();
+  give_up(line);
 }
 
 static void *xcalloc(size_t n, size_t size) {
@@ -1006,14 +1022,33 @@ static void check_spec(struct plan *pl) {
   NEED(lx->t == J_OBJ);
   if (!jnone(v = jget(lx, "namespaces"))) {
     NEED(v->t == J_ARR);
+    int seen = 0;
+    const char *join_path[sizeof NS_NAMES / sizeof NS_NAMES[0]] = {0};
     for (size_t i = 0; i < v->n; i++) {
       const jv_t *ns = &v->items[i], *type = jget(ns, "type"), *path = jget(ns, "path");
       NEED(ns->t == J_OBJ && is_str(type));
       int k = INDEX(type->str, NS_NAMES);
-      NEED(k >= 0 && !(pl->new_ns & NS_FLAGS[k]) && NS_FLAGS[k] != CLONE_NEWUSER);
-      NEED(jnone(path) || (is_str(path) && path->str[0] == '\0')); /* joins: Python */
-      pl->new_ns |= NS_FLAGS[k];
+      NEED(k >= 0 && !(seen & NS_FLAGS[k]) && NS_FLAGS[k] != CLONE_NEWUSER);
+      seen |= NS_FLAGS[k];
+      if (jnone(path) || (is_str(path) && path->str[0] == '\0')) {
+        pl->new_ns |= NS_FLAGS[k];
+        continue;
+      }
+      /* a namespace joined by path (spec._validate_namespaces: absolute and there);
+       * joining the user, mount or time namespace is Python's */
+      NEED(is_abspath(path) && NS_FLAGS[k] != CLONE_NEWNS && NS_FLAGS[k] != CLONE_NEWTIME);
+      struct stat nst;
+      NEED(stat(path->str, &nst) == 0);
+      join_path[k] = path->str;
     }
+    /* translate.JOIN_ORDER, without user, time and mount: ipc, uts, network, pid, cgroup */
+    static const int ORDER[] = {CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET, CLONE_NEWPID,
+                                CLONE_NEWCGROUP};
+    sc->join = xcalloc(sizeof ORDER / sizeof ORDER[0], sizeof *sc->join);
+    for (size_t o = 0; o < sizeof ORDER / sizeof ORDER[0]; o++)
+      for (size_t k = 0; k < sizeof NS_NAMES / sizeof NS_NAMES[0]; k++)
+        if (NS_FLAGS[k] == ORDER[o] && join_path[k] != NULL)
+          sc->join[sc->n_join++] = (pyrt_nsjoin_t){ORDER[o], (char *)join_path[k]};
   }
   sc->new_ns = pl->new_ns;
 
@@ -1290,8 +1325,9 @@ struct undo {
   int console;
 };
 
-static void undo_and_delegate(struct undo *u) __attribute__((noreturn));
-static void undo_and_delegate(struct undo *u) {
+static void undo_and_delegate_at(struct undo *u, int line) __attribute__((noreturn));
+#define undo_and_delegate(u) undo_and_delegate_at(u, __LINE__)
+static void undo_and_delegate_at(struct undo *u, int line) {
   if (u->pid > 0) {
     kill(u->pid, SIGKILL);
     while (waitpid(u->pid, NULL, 0) < 0 && errno == EINTR)
@@ -1304,7 +1340,7 @@ static void undo_and_delegate(struct undo *u) {
     flock(u->lockfd, LOCK_UN);
     close(u->lockfd);
   }
-  delegate();
+  give_up(line);
 }
 
 /* _Plan.check_files, then run: every file must exist before anything is written */

@@ -6,6 +6,9 @@
  *   pyrt-shim --id ID --state-dir DIR --pid=PID --exec-fifo PATH   (adopt mode)
  *             [--stdin-fd FD] [--stdout-fd FD] [--stderr-fd FD] [--console-fd FD] [...]
  *
+ * With --exec-fifo in runtime mode (the runtime is pyrt-runc, whose created container waits
+ * on that fifo), `start` reads the fifo as adopt mode does instead of running the runtime.
+ *
  * Adopt mode: the engine's spawn (pyrt._core.spawn_detached) created the container as a
  * child of this very process and exec'd the shim with --pid=<container pid>; the other
  * ends of the container's stdio pipes (or a listening socket on which the pty master
@@ -641,7 +644,8 @@ static void runtime_argv(const char *argv[], int n, const char *const *rest) {
   argv[i] = NULL;
 }
 
-/* Adopt mode's start: be the reader of the runtime's exec fifo. The container, blocked in
+/* Adopt mode's start (and with --exec-fifo, the runtime mode's: no runtime process for
+ * a pyrt-runc container): be the reader of the runtime's exec fifo. The container, blocked in
  * open(O_WRONLY), writes one byte and execs its program; the fifo is then unlinked, which
  * is what tells the runtime's state that the container is running. */
 static void fifo_start(struct client *c) {
@@ -716,8 +720,8 @@ static void do_command(struct client *c, char *line) {
       client_reply(c, "err", "the container has exited");
     else if (started)
       client_reply(c, "err", "the container was already started");
-    else if (opt.adopt_pid)
-      fifo_start(c);
+    else if (opt.exec_fifo)
+      fifo_start(c); /* adopt mode, or a runtime whose exec fifo we were told */
     else {
       const char *rest[] = {"start", opt.id, NULL};
       const char *av[8];

@@ -171,6 +171,7 @@ class ContainerService:
         self.events = events
         self.cgroup_parent = cgroup_parent
         self._shim_path = shim_path
+        self._runc_path: str | None = None  # pyrt-runc for _create_native ("": none)
         self._glock = threading.RLock()  # names: check-then-write of create and rename
         # guards _locks only, so taking one container's lock never waits for another's
         # create (which holds _glock across its database writes)
@@ -478,7 +479,95 @@ class ContainerService:
 
     def _spawn(self, rec: ContainerRecord, p: Paths,
                before_start: Callable[[], None] | None = None) -> int:
+        """Create the container under its shim, run before_start, start it; its pid."""
         from pyrt.containers.shim_client import ShimClient
+
+        pid = self._create_native(rec, p)
+        line = f"created {pid}" if pid is not None else self._create_in_process(rec, p)
+        if line.startswith("created "):
+            try:
+                if before_start is not None:  # the network is ready before the process
+                    before_start()
+                ShimClient(p.shim).start()
+            except PyrtError as e:
+                line = f"error start: {e}"
+        if not line.startswith("created "):
+            raise SystemError_(f"container {rec.id}: the shim did not start it: "
+                               f"{line.removeprefix('error ') or 'no answer'}")
+        return int(line.split()[1])
+
+    def _create_native(self, rec: ContainerRecord, p: Paths) -> int | None:
+        """The shim, started by posix_spawn (this process is never forked: a fork copies the
+        page tables of a big, many-threaded process and makes every thread fault on its next
+        writes), runs pyrt-runc's native create; the container's pid. None when there is no
+        pyrt-runc or it did not create the container (a spec it leaves to Python, or any
+        failure): nothing of the attempt remains and the caller creates in process, which
+        also reports a failure in its own words."""
+        from pyrt.runtime.state import ContainerDir
+
+        runc = self._runc()
+        if runc is None:
+            return None
+        cfg = rec.config
+        max_size, max_file = log_options(rec.host_config)
+        argv = [
+            str(self.shim_path()), "--id", rec.id, "--bundle", str(p.bundle), "--runtime", runc,
+            "--root", self.runtime.root, "--state-dir", str(p.shim),
+            "--exec-fifo", ContainerDir(self.runtime.root, rec.id).fifo_path,
+            "--log-path", str(p.log), "--log-max-size", str(max_size),
+            "--log-max-file", str(max_file), "--ready-fd", "3",
+        ]  # fmt: skip
+        if cfg.Tty:
+            argv.append("--tty")
+        if cfg.OpenStdin:
+            argv.append("--stdin")
+        rfd, wfd = os.pipe()
+        try:
+            try:
+                child = os.posix_spawn(argv[0], argv, self._native_env(), file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDWR, 0),
+                    (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2),
+                    (os.POSIX_SPAWN_DUP2, wfd, 3),
+                ], setsigmask=(), setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))  # fmt: skip
+            finally:
+                os.close(wfd)
+            try:
+                line = _read_line_fd(rfd, 30.0)
+            finally:
+                # the shim forks away at once (it daemonizes); this reaps its first process
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(child, 0)
+        except OSError:
+            line = ""
+        finally:
+            os.close(rfd)
+        if line.startswith("created "):
+            with contextlib.suppress(ValueError):
+                return int(line.split()[1])
+        # pyrt-runc undid its create; a shim that failed after it leaves the container
+        with contextlib.suppress(PyrtError, OSError):
+            self.runtime.delete(rec.id, force=True)
+        shutil.rmtree(p.shim, ignore_errors=True)
+        p.shim.mkdir(mode=0o700, parents=True)
+        return None
+
+    def _runc(self) -> str | None:
+        if self._runc_path is None:
+            from pyrt.containers.shim_client import find_runc
+
+            found = find_runc()
+            self._runc_path = str(found) if found is not None else ""
+        return self._runc_path or None
+
+    def _native_env(self) -> dict[str, str]:
+        # pyrt-runc fails a create it does not handle instead of running Python's CLI: the
+        # engine redoes it in process (_create_in_process)
+        return {**os.environ, "PYRT_RUNC_NATIVE_ONLY": "1"}
+
+    def _create_in_process(self, rec: ContainerRecord, p: Paths) -> str:
+        """The in-process runtime creates the container through _core.spawn_detached, whose
+        helper execs the shim in adopt mode; the shim's ready line ("created PID", or
+        "error ...")."""
         from pyrt.runtime.state import ContainerDir
 
         cfg = rec.config
@@ -523,23 +612,13 @@ class ContainerService:
                 stdio = (in_r, out_w, err_w)
             if cfg.OpenStdin:
                 argv.append("--stdin")
-            pid = self.runtime.create(
+            self.runtime.create(
                 rec.id, str(p.bundle), console_socket=console, stdio=stdio, shim=(argv, theirs)
             )
             # the shim holds its copy now: ours would keep the line below from seeing EOF
             ours.remove(wfd)
             os.close(wfd)
-            line = _read_line_fd(rfd, 30.0)
-            if line.startswith("created "):
-                try:
-                    if before_start is not None:  # the network is ready before the process
-                        before_start()
-                    ShimClient(p.shim).start()
-                except PyrtError as e:
-                    line = f"error start: {e}"
-            if not line.startswith("created "):
-                raise SystemError_(f"container {rec.id}: the shim did not start it: "
-                                   f"{line.removeprefix('error ') or 'no answer'}")
+            return _read_line_fd(rfd, 30.0)
         finally:
             for fd in ours:
                 with contextlib.suppress(OSError):
@@ -551,7 +630,6 @@ class ContainerService:
             if dirfd >= 0:
                 os.close(dirfd)
             os.close(rfd)
-        return pid
 
     # ------------------------------------------------------------------ signals
 

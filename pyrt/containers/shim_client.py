@@ -74,6 +74,23 @@ def find_shim() -> Path:
     return _find_binary("pyrt-shim", "PYRT_SHIM_PATH")
 
 
+def find_runc() -> Path | None:
+    """The pyrt-runc C front end built with this package ($PYRT_RUNC_PATH, pyrt/bin/,
+    build/dev/ of a source tree, the scripts directory this package was installed with),
+    or None."""
+    import sysconfig
+
+    given = os.environ.get("PYRT_RUNC_PATH")
+    if given:
+        return Path(given) if os.access(given, os.X_OK) else None
+    pkg = Path(__file__).resolve().parent.parent
+    for cand in (pkg / "bin" / "pyrt-runc", pkg.parent / "build" / "dev" / "pyrt-runc",
+                 Path(sysconfig.get_path("scripts")) / "pyrt-runc"):  # fmt: skip
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
 def find_init() -> Path:
     """The pyrt-init executable ($PYRT_INIT_PATH, pyrt/bin/, build/dev/)."""
     return _find_binary("pyrt-init", "PYRT_INIT_PATH")
