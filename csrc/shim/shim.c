@@ -3,6 +3,7 @@
  *   pyrt-shim --id ID --bundle DIR --runtime PATH --root DIR --state-dir DIR
  *             [--log-path FILE] [--log-max-size BYTES] [--log-max-file N]
  *             [--tty] [--stdin] [--ready-fd FD] [--foreground] [--drain-timeout MS]
+ *             [--exec-fifo PATH]
  *   pyrt-shim --id ID --state-dir DIR --pid=PID --exec-fifo PATH   (adopt mode)
  *             [--stdin-fd FD] [--stdout-fd FD] [--stderr-fd FD] [--console-fd FD] [...]
  *

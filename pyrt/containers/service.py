@@ -5,12 +5,15 @@ list/logs/attach of containers, in process.
   "creating" first (that reserves the name), prepares the rootfs, etc files, spec and
   bundle, then marks it "created"; any failure removes all of it, and a crash in between
   is cleaned up by reconcile() at the next start.
-- start: the overlay is mounted (it stays mounted while the record exists), the in-process
-  runtime spawns the container through pyrt._core.spawn_detached, which execs pyrt-shim in
-  adopt mode as the container's parent (pipes or a pty held by the shim; json-file log;
-  exit.json). The shim's `start` reads the runtime's exec fifo. No pyrt-runc process and
-  no polling on this path: readiness is one line on a pipe, the exit one line on the
-  shim's socket (pyrt.containers.monitor).
+- start: the overlay is mounted (it stays mounted while the record exists), then pyrt-shim
+  is started with posix_spawn (this big, many-threaded process is never forked) and runs
+  pyrt-runc's native create (C: config.json, cgroups, spawn, state.json), so the shim is
+  the container's parent (pipes or a pty held by the shim; json-file log; exit.json). A
+  spec pyrt-runc leaves to Python (hooks, user namespaces, a seccomp profile not compiled
+  yet...) is created by the in-process runtime instead, through
+  pyrt._core.spawn_detached, which execs the shim in adopt mode. Either way the shim's
+  `start` reads the runtime's exec fifo, readiness is one line on a pipe, and the exit one
+  line on the shim's socket (pyrt.containers.monitor).
 - Exit codes as Docker: 125 engine error, 126 not executable, 127 not found, 128+n
   killed by signal n (137 with State.OOMKilled when the memory cgroup's OOM killer
   struck, as the shim's exit record says).
