@@ -414,6 +414,20 @@ def test_a_lost_device_mount_is_made_again_at_start(engine: Engine) -> None:
     assert not local.is_mounted(point)
 
 
+def _in_txt() -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        _add(tf, "in.txt", data=b"from the host\n")
+    buf.seek(0)
+    return buf
+
+
+def _put_and_check(engine: Engine, cid: str, mountpoint: Path) -> None:
+    """docker cp of in.txt into /data lands in the volume mounted there."""
+    engine.containers.put_archive(cid, "/data", _in_txt())
+    assert (mountpoint / "in.txt").read_bytes() == b"from the host\n"
+
+
 def test_cp_in_and_out_of_a_running_container_goes_through_its_volumes(engine: Engine
                                                                        ) -> None:
     """docker cp sees what the container sees: a path in a volume is the volume's, not the
@@ -428,12 +442,7 @@ def test_cp_in_and_out_of_a_running_container_goes_through_its_volumes(engine: E
         deadline = time.monotonic() + 10
         while not (mountpoint / "out").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tf:
-            _add(tf, "in.txt", data=b"from the host\n")
-        buf.seek(0)
-        engine.containers.put_archive(cid, "/data", buf)
-        assert (mountpoint / "in.txt").read_bytes() == b"from the host\n"
+        _put_and_check(engine, cid, mountpoint)
         st, chunks = engine.containers.get_archive(cid, "/data/out")
         assert st["name"] == "out" and st["size"] == len(b"inside\n")
         with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tf:
@@ -444,8 +453,10 @@ def test_cp_in_and_out_of_a_running_container_goes_through_its_volumes(engine: E
         engine.containers.remove(cid, force=True)
 
 
-def _mount_points() -> set[str]:
-    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+def _mount_points(*under: Path) -> set[str]:
+    """The host's mount points beneath `under` (other tests may mount elsewhere meanwhile)."""
+    points = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+    return {p for p in points if any(p.startswith(str(u)) for u in under)}
 
 
 def test_cp_of_a_stopped_container_goes_through_its_volumes_and_binds(
@@ -461,7 +472,8 @@ def test_cp_of_a_stopped_container_goes_through_its_volumes_and_binds(
                        {"Binds": ["cpstop:/data", f"{shared}:/ro:ro"]}, remove=False)
     assert code == 0
     mountpoint = Path(engine.volumes.inspect("cpstop")["Mountpoint"])
-    mounts, fds = _mount_points(), len(os.listdir("/proc/self/fd"))
+    watched = (mountpoint.parents[2], shared)  # the engine's root (volumes, overlays), binds
+    mounts, fds = _mount_points(*watched), len(os.listdir("/proc/self/fd"))
     try:
         st, chunks = engine.containers.get_archive(cid, "/data/out")
         assert st["size"] == len(b"inside\n")
@@ -469,21 +481,15 @@ def test_cp_of_a_stopped_container_goes_through_its_volumes_and_binds(
             member = tf.extractfile("out")
             assert member is not None and member.read() == b"inside\n"
         assert engine.containers.stat_path(cid, "/ro/host.txt")["size"] == 10
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tf:
-            _add(tf, "in.txt", data=b"from the host\n")
-        buf.seek(0)
-        engine.containers.put_archive(cid, "/data", buf)
-        assert (mountpoint / "in.txt").read_bytes() == b"from the host\n"
-        buf.seek(0)
+        _put_and_check(engine, cid, mountpoint)
         with pytest.raises(SystemError_, match="Read-only file system"):
-            engine.containers.put_archive(cid, "/ro", buf)
+            engine.containers.put_archive(cid, "/ro", _in_txt())
         assert not (shared / "in.txt").exists()
         # a stream dropped unread lets its namespace go too
         _, unread = engine.containers.get_archive(cid, "/data")
         del unread
         # the host saw no mount, and every fd of the copies is closed
-        assert not _mount_points() - mounts
+        assert _mount_points(*watched) == mounts
         assert len(os.listdir("/proc/self/fd")) == fds
         # the rootfs itself is still the overlay: a file beside the volume
         st, _ = engine.containers.get_archive(cid, "/data2")
