@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,49 @@ def apply_registry_config(engine: Any, cfg: DaemonConfig) -> None:
     images.insecure_registries = tuple(cfg.insecure_registries)
 
 
+class IdleTrim:
+    """Gives the C heap's free pages back to the kernel once the daemon goes quiet after
+    work. glibc keeps what a burst of requests freed (an image load's buffers, the
+    request threads' arenas): ~4 MB of an idle daemon's ~27 after `pyrt load`.
+    tick() (the daemon's loop calls it every 0.5 s) trims when the process used no CPU
+    since the previous tick but did before it: once per burst, after it, ~1 ms, and
+    never while the daemon is busy. `trim` is glibc's malloc_trim; without one (another
+    libc) tick() does nothing."""
+
+    def __init__(self, trim: Callable[[int], object] | None = None,
+                 cpu: Callable[[], float] | None = None) -> None:
+        self._trim = trim if trim is not None else _malloc_trim()
+        self._cpu = cpu or _cpu_time
+        self._last = self._cpu()
+        self._worked = False
+
+    def tick(self) -> bool:
+        """Trim if the daemon just went quiet; whether it did."""
+        used = self._cpu()
+        if used != self._last:
+            self._last, self._worked = used, True
+            return False
+        if not self._worked or self._trim is None:
+            return False
+        self._worked = False
+        self._trim(0)
+        self._last = self._cpu()  # (the trim's own time is no work)
+        return True
+
+
+def _malloc_trim() -> Callable[[int], object] | None:
+    import ctypes  # (loaded already: the volumes and networks use it)
+
+    fn: Callable[[int], object] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    return fn
+
+
+def _cpu_time() -> float:
+    """The process's CPU time so far (user + system, every thread)."""
+    t = os.times()
+    return t.user + t.system
+
+
 class Daemon:
     def __init__(self, ns: argparse.Namespace, cfg: DaemonConfig) -> None:
         self.ns = ns
@@ -246,10 +290,12 @@ class Daemon:
             "version": __version__, "data-root": cfg.data_root, "exec-root": cfg.exec_root,
             "hosts": cfg.listen, "pid": os.getpid(), "live-restore": cfg.live_restore}})
         try:
+            idle = IdleTrim()
             while not self.stop.wait(0.5):
                 if self.reload.is_set():
                     self.reload.clear()
                     self.do_reload(app)
+                idle.tick()
         finally:
             log.info("pyrtd stopping")
             with contextlib.suppress(Exception):

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,3 +131,34 @@ def test_refusals_name_the_interface_and_the_errno(netns: tuple[str, rtnl.Rtnl])
     with pytest.raises(NotFound, match=f"to {name}: .*ENODEV"):
         rtnl.add_address(nl, name, index, "10.200.8.1", 24)
     assert [li["ifname"] for li in ip_json(ns, "link", "show")] == ["lo"]
+
+
+def test_the_driver_needs_no_netlink_library(tmp_path: Path) -> None:
+    """The LinkDriver conformance suite in a process where pyroute2 cannot be imported,
+    run in a network namespace of its own (`unshare`): bridges, addresses, veths and
+    deletions all work, and no netlink library was loaded."""
+    from tests.bundle import pyrt_pythonpath
+
+    code = (
+        "import sys\n"
+        "sys.modules['pyroute2'] = None  # any import of it fails\n"
+        "from pathlib import Path\n"
+        "from pyrt.networks.netlink import NetlinkDriver\n"
+        "from tests.net_conformance import check_link_driver\n"
+        "d = NetlinkDriver()\n"
+        "try:\n"
+        f"    check_link_driver(d, Path({str(tmp_path)!r}), 'pyrt:{tmp_path}')\n"
+        "finally:\n"
+        "    d.close()\n"
+        "print(sorted(m for m, v in sys.modules.items() if v is not None and 'pyroute' in m))\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    # (a mount namespace too, with a sysfs of the new network namespace: the driver reads
+    # its links there)
+    out = subprocess.run(["unshare", "--net", "--mount", "--", "sh", "-c",
+                          'mount -t sysfs sysfs /sys && exec "$0" -c "$1"', sys.executable,
+                          code],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": f"{pyrt_pythonpath()}:{root}"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[]", out.stdout
