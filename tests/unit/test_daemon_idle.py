@@ -10,6 +10,14 @@ from pyrt.daemon import IdleTrim
 from tests.bundle import pyrt_pythonpath
 
 
+def python(code: str) -> str:
+    """The stdout of `code` in a fresh interpreter that imports this pyrt."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": pyrt_pythonpath()})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -62,9 +70,7 @@ def test_the_real_trim_gives_freed_heap_pages_back() -> None:
         "assert not idle.tick() and idle.tick()\n"
         "print(before - rss())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={"PYTHONPATH": pyrt_pythonpath()})
-    assert int(out.stdout) > 40 * 2**20, out
+    assert int(python(code)) > 40 * 2**20
 
 
 def test_the_daemon_and_engine_modules_import_no_netlink_library() -> None:
@@ -75,6 +81,4 @@ def test_the_daemon_and_engine_modules_import_no_netlink_library() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'cffi',"
         " '_cffi_backend', 'typer')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={"PYTHONPATH": pyrt_pythonpath()})
-    assert out.stdout.strip() == "[]", out
+    assert python(code).strip() == "[]"

@@ -291,7 +291,8 @@ def test_port_rule_is_hashable() -> None:
 
 def test_pyroute2_is_imported_only_for_network_work(tmp_path: Path) -> None:
     """Not by the CLI (network commands included), nor by a network service that only
-    looks at what is there; the first netlink change loads it."""
+    looks at what is there. (Nothing imports it now: netlink requests are built by hand,
+    tests/integration/test_networks_rtnl.py runs the driver with pyroute2 unimportable.)"""
     import subprocess
     import sys
 
