@@ -192,7 +192,7 @@ class Rtnl:
     def request(self, kind: int, body: bytes, flags: int = 0) -> list[Message]:
         """Send one request and wait for its ack: the replies before the ack (a get's
         answer), or NetlinkError with the kernel's errno and words."""
-        self._seq += 1
+        self._seq = self._seq % 0xFFFFFFFF + 1  # (a u32 on the wire)
         seq = self._seq
         self.sock.send(nlmsg(kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, body))
         replies: list[Message] = []
