@@ -205,7 +205,8 @@ def render(tools: list[Tool], modes: list[str], runs: int) -> tuple[str, list[st
         pyrt_measured = pyrt is not None and pyrt.has_network.get("default", False)
         for t in tools:
             ratio = "-"
-            if pyrt_measured and t is not pyrt and cost[t.name] > 0:
+            if pyrt_measured and t is not pyrt and t.name not in OPTIONAL_TOOLS and \
+                    cost[t.name] > 0:
                 ratio = f"{cost['pyrt'] / cost[t.name]:.2f}"
             shown = f"{cost[t.name]:.1f}"
             if t.name == "pyrt" and not pyrt_measured:
@@ -339,8 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"bench": "cli_run", "runs": runs, "times_s": {
             t.name: {m: [round(x, 5) for x in t.times[m]] for m in modes} for t in tools}}))
     if args.write_readme:
-        write_results("bench_cli_run",
-                      ".venv/bin/python benchmarks/bench_cli_run.py --write-readme", block)
+        # the interpreter and flags really used
+        shown = " ".join([sys.executable, "benchmarks/bench_cli_run.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+        write_results("bench_cli_run", shown, block)
     return 0
 
 

@@ -170,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     block = "\n".join(lines)
     print(block)
     if args.write_readme:
-        write_results("bench_cli_startup",
-                      ".venv/bin/python benchmarks/bench_cli_startup.py --write-readme", block)
+        # the interpreter and flags really used
+        shown = " ".join([sys.executable, "benchmarks/bench_cli_startup.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+        write_results("bench_cli_startup", shown, block)
     return 1 if heavy else 0
 
 

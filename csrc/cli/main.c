@@ -388,6 +388,35 @@ static int parse_memory(const char *text, long long *out) {
   return __builtin_mul_overflow(v, mult, out) ? -1 : 0;
 }
 
+/* {port: [bindings...]} (PortBindings) or {port: {}} (ExposedPorts), each port once, in
+ * first-seen order, as the dicts network_options builds */
+static void put_ports(const port_t *ports, size_t np, int bindings) {
+  put("{");
+  for (size_t i = 0, groups = 0; i < np; i++) {
+    int seen = 0;
+    for (size_t j = 0; j < i && !seen; j++) seen = strcmp(ports[j].key, ports[i].key) == 0;
+    if (seen) continue;
+    if (groups++) put(", ");
+    jstr(ports[i].key);
+    if (!bindings) {
+      put(": {}");
+      continue;
+    }
+    put(": [");
+    for (size_t j = i, k = 0; j < np; j++) {
+      if (strcmp(ports[j].key, ports[i].key) != 0) continue;
+      if (k++) put(", ");
+      put("{\"HostIp\": ");
+      jstr(ports[j].ip);
+      put(", \"HostPort\": ");
+      jstr(ports[j].host_port);
+      put("}");
+    }
+    put("]");
+  }
+  put("}");
+}
+
 /* The body; -1 when something must be left to Python. */
 static int build_body(void) {
   int detach = o.given[O_DETACH];
@@ -463,26 +492,8 @@ static int build_body(void) {
   for (size_t i = 0; i < np; i++)
     if (parse_publish(o.list[O_PUBLISH].v[i], &ports[i]) < 0) return -1;
   if (np) {
-    put(", \"PortBindings\": {");
-    for (size_t i = 0, groups = 0; i < np; i++) {
-      int seen = 0;
-      for (size_t j = 0; j < i && !seen; j++) seen = strcmp(ports[j].key, ports[i].key) == 0;
-      if (seen) continue;
-      if (groups++) put(", ");
-      jstr(ports[i].key);
-      put(": [");
-      for (size_t j = i, k = 0; j < np; j++) {
-        if (strcmp(ports[j].key, ports[i].key) != 0) continue;
-        if (k++) put(", ");
-        put("{\"HostIp\": ");
-        jstr(ports[j].ip);
-        put(", \"HostPort\": ");
-        jstr(ports[j].host_port);
-        put("}");
-      }
-      put("]");
-    }
-    put("}");
+    put(", \"PortBindings\": ");
+    put_ports(ports, np, 1);
   }
   if (o.given[O_PUBLISH_ALL]) put(", \"PublishAllPorts\": true");
   if (o.list[O_DNS].n) {
@@ -509,16 +520,8 @@ static int build_body(void) {
       jstr(o.str[strs[i].opt]);
     }
   if (np) {
-    put(", \"ExposedPorts\": {");
-    for (size_t i = 0, groups = 0; i < np; i++) {
-      int seen = 0;
-      for (size_t j = 0; j < i && !seen; j++) seen = strcmp(ports[j].key, ports[i].key) == 0;
-      if (seen) continue;
-      if (groups++) put(", ");
-      jstr(ports[i].key);
-      put(": {}");
-    }
-    put("}");
+    put(", \"ExposedPorts\": ");
+    put_ports(ports, np, 0);
   }
   if (nonempty(O_IP) || o.list[O_NETWORK_ALIAS].n) {
     put(", \"NetworkingConfig\": {\"EndpointsConfig\": {");

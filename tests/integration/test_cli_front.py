@@ -30,7 +30,7 @@ import pytest
 
 from tests.bundle import pyrt_pythonpath
 from tests.integration.test_api_system import PyrtdProcess
-from tests.integration.test_pyrt_cli import make_rootfs_tar
+from tests.integration.test_pyrt_cli import _remove_all_containers, make_rootfs_tar
 
 REPO = Path(__file__).resolve().parents[2]
 CID = "c0ffee" + "0" * 58
@@ -455,11 +455,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
         assert r.code == 0 and r.out.startswith(b"sha256:"), r
         yield Real(d, both, image)
     finally:
-        with contextlib.suppress(Exception):
-            c = d.client()
-            for ct in c.containers(all=True):
-                with contextlib.suppress(Exception):
-                    c.remove_container(ct["Id"], force=True)
+        _remove_all_containers(d)
         d.cleanup()
 
 
