@@ -595,13 +595,15 @@ static int fail_status(resp_t *r) {
   if (m != NULL && m->t == J_STR && m->str[0] != '\0') {
     g_fail.msg = m->str;
     g_fail.clean = 1;
-  } else if (v != NULL && v->t == J_OBJ && (m == NULL || m->t == J_NULL || m->t == J_FALSE)) {
+  } else if (v != NULL && v->t == J_OBJ) {
+    /* a falsy "message" (absent, null, "", 0): the body as it is; one that is not a string
+     * (Python prints its str()) is not read here either: `clean` stays 0 */
     g_fail.msg = b.p;
   } else { /* not JSON (or not an object): the body stripped, else the reason */
     size_t s = 0, e = b.len;
     while (s < e && (b.p[s] == ' ' || (b.p[s] >= '\t' && b.p[s] <= '\r'))) s++;
     while (e > s && (b.p[e - 1] == ' ' || (b.p[e - 1] >= '\t' && b.p[e - 1] <= '\r'))) e--;
-    g_fail.msg = e > s ? xstrndup(b.p + s, e - s) : r->reason;
+    g_fail.msg = e > s ? xstrndup(b.p + s, e - s) : xstrndup(r->reason, strlen(r->reason));
   }
   return -1;
 }

@@ -173,7 +173,7 @@ class FakeDaemon:
 
     @staticmethod
     def _answer(conn: socket.socket, status: int, obj: object) -> None:
-        body = b"" if obj is None else json.dumps(obj).encode()
+        body = obj if isinstance(obj, bytes) else b"" if obj is None else json.dumps(obj).encode()
         reason = {200: "OK", 201: "Created", 204: "No Content"}.get(status, "Error")
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
         if status != 204:
@@ -327,6 +327,14 @@ def test_create_body_is_what_build_config_makes(fake: FakeDaemon) -> None:
      b"Error response from daemon: exec /etc/passwd: Permission Denied\n"),
     (Script(start=(500, {"message": "cgroup: no space"})), 125,
      b"Error response from daemon: cgroup: no space\n"),
+    # error bodies that are not {"message": "..."}: client.py's _raise_for
+    (Script(start=(500, b"  boom: exec format error \n")), 126,
+     b"Error response from daemon: boom: exec format error\n"),
+    (Script(start=(500, {"message": ""})), 125,
+     b'Error response from daemon: {"message": ""}\n'),
+    (Script(start=(500, b"")), 125, b"Error response from daemon: Error\n"),
+    (Script(create=(503, {"message": "pyrt daemon at x: shutting down"})), 125,
+     b"pyrt: pyrt daemon at x: shutting down\n"),
     # the wait reports an error with the status
     (Script(wait={"StatusCode": 0, "Error": {"Message": "could not remove"}}), 0,
      b"err \xc3\xa9\nError: could not remove\n"),
@@ -341,6 +349,19 @@ def test_daemon_errors_same_as_python(fake: FakeDaemon, script: Script, code: in
     assert [(r.line, r.body) for r in c_reqs] == [(r.line, r.body) for r in py_reqs]
     if script.start[0] >= 400:  # --rm: the created container is removed
         assert c_reqs[-1].line == f"DELETE /v1.44/containers/{CID}?force=1&v=0 HTTP/1.1"
+
+
+def test_create_error_it_does_not_read_goes_to_python(fake: FakeDaemon) -> None:
+    """A refused create whose body is not {"message": "..."}: nothing was created, so the
+    C binary lets Python say what it makes of it."""
+    script = Script(create=(500, b"<html>proxy error</html>"))
+    both = Both(f"unix://{fake.path}")
+    fake.reset(script)
+    assert both.native("run", "img").triple() == (1, b"", b"")
+    fake.reset(script)
+    c = both.front("run", "img")
+    assert c.triple() == both.python("run", "img").triple() == (
+        125, b"", b"Error response from daemon: <html>proxy error</html>\n")
 
 
 def test_detached_start_failure(fake: FakeDaemon) -> None:
