@@ -16,8 +16,9 @@
  * (next-exit, or removed with --rm; its headers read before the start), start, then the
  * stream until it ends. -d creates, starts and prints the id. Messages and exit statuses
  * are run_command's: 125 when the daemon refuses, 126/127 for a start that cannot invoke
- * or find the command, else the container's status; SIGINT exits 130, as Python's
- * KeyboardInterrupt does (neither forwards signals to the container).
+ * or find the command, else the container's status. Once the container is created, the
+ * signals the CLI gets are forwarded to it through the kill API (docker's --sig-proxy,
+ * containers.py proxy_signals); before, SIGINT exits 130 as Python's KeyboardInterrupt.
  *
  * Everything else is handed, before any side effect, to the Python CLI by exec'ing
  * `pyrt-py` next to this binary (or `$PYRT_CLI_PYTHON -m pyrt.cli.app`) with the same
@@ -757,6 +758,55 @@ static void on_sigint(int sig) {
   _exit(130); /* app.py main: KeyboardInterrupt -> 130 */
 }
 
+/* containers.py PROXIED_SIGNALS: what `run` forwards to its container (POST
+ * /containers/{id}/kill?signal=NAME) from its create on, as docker's --sig-proxy does */
+static const struct {
+  int sig;
+  const char *name;
+} PROXIED[] = {
+    {SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"},     {SIGUSR1, "SIGUSR1"},
+    {SIGUSR2, "SIGUSR2"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"},     {SIGCONT, "SIGCONT"},
+    {SIGTSTP, "SIGTSTP"}, {SIGTTIN, "SIGTTIN"}, {SIGTTOU, "SIGTTOU"},     {SIGXCPU, "SIGXCPU"},
+    {SIGXFSZ, "SIGXFSZ"}, {SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGWINCH, "SIGWINCH"},
+    {SIGIO, "SIGIO"},     {SIGPWR, "SIGPWR"},
+};
+#define N_PROXIED (sizeof PROXIED / sizeof PROXIED[0])
+
+static volatile sig_atomic_t g_pending[N_PROXIED], g_any_pending;
+static const char *g_proxy_cid;
+
+static void on_proxied(int sig) {
+  for (size_t i = 0; i < N_PROXIED; i++)
+    if (PROXIED[i].sig == sig) g_pending[i] = 1;
+  g_any_pending = 1;
+}
+
+/* From here on the signals go to the container. SA_RESTART: a request in progress goes on
+ * (the signal is forwarded after it); poll() is interrupted all the same. */
+static void proxy_signals(const char *cid) {
+  g_proxy_cid = cid;
+  struct sigaction sa = {.sa_handler = on_proxied, .sa_flags = SA_RESTART};
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < N_PROXIED; i++) sigaction(PROXIED[i].sig, &sa, NULL);
+}
+
+/* The kill requests of the signals received since the last call; a failed one is ignored
+ * (the container may have exited), as Python's and docker's are. */
+static void forward_signals(void) {
+  while (g_proxy_cid != NULL && g_any_pending) {
+    g_any_pending = 0;
+    for (size_t i = 0; i < N_PROXIED; i++) {
+      if (!g_pending[i]) continue;
+      g_pending[i] = 0;
+      char tail[64];
+      snprintf(tail, sizeof tail, "/kill?signal=%s", PROXIED[i].name);
+      failure_t saved = g_fail;
+      call("POST", container_url(g_proxy_cid, tail), NULL, NULL);
+      g_fail = saved;
+    }
+  }
+}
+
 /* ---- run ----------------------------------------------------------------------------------- */
 
 static int run(void) {
@@ -799,6 +849,8 @@ static int run(void) {
     return 0;
   }
 
+  proxy_signals(cid); /* the run is not detached and has no TTY (-t goes to Python) */
+
   /* attach (client.py hijack) */
   int afd = http_dial(g_path);
   if (afd < 0) {
@@ -838,6 +890,7 @@ static int run(void) {
     fail_status(&wr);
     report();
   }
+  forward_signals();
 
   if (call("POST", container_url(cid, "/start"), NULL, NULL) < 0) {
     failure_t f = g_fail;
@@ -848,33 +901,39 @@ static int run(void) {
   }
 
   /* stream_io: until the attach stream ends, or the wait has answered and the stream has
-   * been quiet for DRAIN_QUIET_MS */
+   * been quiet for DRAIN_QUIET_MS; then (as Python joins its waiter) until the wait has
+   * answered. Signals are forwarded all along. */
   buf_t frames = ar.raw, result = {0};
-  int waited = 0, draining = 0;
+  int waited = 0, attached = 1;
   flush_frames(&frames, ar.multiplexed);
   for (;;) {
-    struct pollfd p[2] = {{.fd = afd, .events = POLLIN}, {.fd = wr.fd, .events = POLLIN}};
-    int n = poll(p, waited ? 1 : 2, draining ? DRAIN_QUIET_MS : -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
+    forward_signals();
+    if (waited && !attached) break;
+    struct pollfd p[2];
+    int n = 0, ai = -1, wi = -1;
+    if (attached) ai = n, p[n++] = (struct pollfd){.fd = afd, .events = POLLIN};
+    if (!waited) wi = n, p[n++] = (struct pollfd){.fd = wr.fd, .events = POLLIN};
+    int ready = poll(p, (nfds_t)n, waited ? DRAIN_QUIET_MS : -1);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) {
       fail_errno(NULL, errno);
       report();
     }
-    if (draining && n == 0) break;
-    if (!waited && p[1].revents) {
+    if (waited && ready == 0) break; /* the stream has gone quiet after the exit */
+    if (wi >= 0 && p[wi].revents) {
       int f = http_fill(&wr);
-      int ready = f < 0 ? -1 : http_body_ready(&wr, &result);
       if (f < 0) {
         fail_errno(NULL, -f);
         report();
       }
-      if (ready < 0) {
+      int done = http_body_ready(&wr, &result);
+      if (done < 0) {
         fail_with(F_UNAVAILABLE, 0, "%s: connection closed before the end of the body", g_what);
         report();
       }
-      if (ready == 1) waited = draining = 1;
+      waited = done == 1;
     }
-    if (p[0].revents) {
+    if (ai >= 0 && p[ai].revents) {
       char tmp[65536];
       ssize_t got = recv(afd, tmp, sizeof tmp, 0);
       if (got < 0 && errno == EINTR) continue;
@@ -882,21 +941,15 @@ static int run(void) {
         fail_errno(NULL, errno);
         report();
       }
-      if (got == 0) break;
+      if (got == 0) {
+        attached = 0;
+        continue;
+      }
       buf_add(&frames, tmp, (size_t)got);
       flush_frames(&frames, ar.multiplexed);
     }
   }
   close(afd);
-  if (!waited) {
-    err = 0;
-    rc = http_body(&wr, &result, &err);
-    if (rc != HTTP_OK) {
-      if (err) fail_errno(NULL, err);
-      else fail_with(F_UNAVAILABLE, 0, "%s: connection closed before the end of the body", g_what);
-      report();
-    }
-  }
   buf_add(&result, "", 0);
   jv_t *res = json_parse(result.p, result.len);
   if (res == NULL || res->t != J_OBJ) {

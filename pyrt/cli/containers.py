@@ -4,7 +4,8 @@ rename, pause, unpause, inspect, top, stats, cp, diff, export, commit, port.
 `run` does what docker's client does: create (on "No such image": "Unable to find image
 'x:latest' locally", pull with progress on stderr, create again), attach before start,
 start, then stream; with -t on a terminal the local terminal is in raw mode, its size is
-sent at start and on every SIGWINCH, and ctrl-p ctrl-q detaches. The exit status is the
+sent at start and on every SIGWINCH, and ctrl-p ctrl-q detaches; without -t the signals
+the CLI gets are forwarded to the container (docker's --sig-proxy). The exit status is the
 container's own (125 when the daemon refuses, 126 cannot invoke, 127 not found)."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pyrt.errors import NotFound, PyrtError
 # typing costs ~5 ms of imports on every CLI command: annotations only need it for mypy
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
@@ -440,6 +442,42 @@ def run_command(image: str, command: list[str], *, detach: bool, rm: bool, name:
             raise CLIError(f"Error response from daemon: {e}", code) from None
         sys.stdout.write(cid + "\n")
         return 0
+    # docker's --sig-proxy (on by default): without a TTY, the signals the CLI gets go to
+    # the container until it has exited
+    with proxy_signals(c, cid) if not tty else contextlib.nullcontext():
+        return _run_attached(c, cid, rm=rm, interactive=interactive, tty=tty, keys=keys)
+
+
+#: the signals `run` forwards to its container through the kill API while it is attached
+#: without a TTY, as docker's CLI does: those a process can catch, but SIGCHLD, SIGPIPE,
+#: SIGURG and the fault signals (csrc/cli/main.c, the C front end, has the same list)
+PROXIED_SIGNALS = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGTERM",
+                   "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGXCPU", "SIGXFSZ",
+                   "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR")
+
+
+@contextlib.contextmanager
+def proxy_signals(c: Any, cid: str) -> Iterator[None]:
+    """Forward PROXIED_SIGNALS to container `cid` (POST /containers/{id}/kill) for the
+    duration; a failed forward (the container has exited, say) is ignored, as docker's is."""
+    import signal
+
+    def forward(signum: int, _frame: Any) -> None:
+        with contextlib.suppress(PyrtError, OSError):
+            c.kill(cid, signal.Signals(signum).name)
+
+    saved = {num: signal.signal(num, forward)
+             for num in (signal.Signals[name] for name in PROXIED_SIGNALS)}
+    try:
+        yield
+    finally:
+        for num, old in saved.items():
+            signal.signal(num, old)
+
+
+def _run_attached(c: Any, cid: str, *, rm: bool, interactive: bool, tty: bool, keys: bytes
+                  ) -> int:
+    """run_command once the container is created: attach, wait, start, the stream."""
     sock, rest, mux = c.attach(cid, stdin=interactive, stdout=True, stderr=True, stream=True)
     waiter = c.wait_begin(cid, "removed" if rm else "next-exit")
     try:
@@ -827,7 +865,8 @@ def cp_command(src: str, dest: str, archive: bool) -> None:
     c.put_archive(d_ctr, into, data, copy_uid_gid=archive)
 
 
-__all__ = ["build_config", "container_rows", "cp_command", "create_command", "diff_command",
-           "each", "exec_command", "export_command", "inspect_command", "logs_command",
-           "port_command", "ps_command", "run_command", "start_command", "stats_command",
-           "stats_rows", "stream_io", "top_command", "wait_command"]
+__all__ = ["PROXIED_SIGNALS", "build_config", "container_rows", "cp_command", "create_command",
+           "diff_command", "each", "exec_command", "export_command", "inspect_command",
+           "logs_command", "port_command", "proxy_signals", "ps_command", "run_command",
+           "start_command", "stats_command", "stats_rows", "stream_io", "top_command",
+           "wait_command"]

@@ -86,6 +86,14 @@ class Both:
         return self._run([str(self.exe), *args],
                          {**self.env, **env, "PYRT_CLI_PYTHON": "/bin/false"}, timeout)
 
+    def argv_env(self, runner: str) -> tuple[list[str], dict[str, str]]:
+        """The command and environment of `runner`: "native" (the C binary, delegation
+        impossible) or "python"."""
+        if runner == "native":
+            return [str(self.exe)], {**self.env, "PYRT_CLI_PYTHON": "/bin/false"}
+        return ([sys.executable, "-m", "pyrt.cli.app"],
+                {k: v for k, v in self.env.items() if k != "PYRT_CLI_PYTHON"})
+
     def delegated(self, *args: str, **env: str) -> None:
         """Asserts that the C binary hands `args` to Python."""
         assert self.native(*args, **env).triple() == (1, b"", b""), args
@@ -111,6 +119,7 @@ class Script:
     frames: list[tuple[int, bytes]] = field(
         default_factory=lambda: [(1, b"out 1\n"), (2, b"err \xc3\xa9\n"), (1, b"out 2\n")])
     wait: object = field(default_factory=lambda: {"StatusCode": 3, "Error": None})
+    hold_until_kill: bool = False  # the wait answers only once a kill has come
 
 
 class FakeDaemon:
@@ -121,6 +130,7 @@ class FakeDaemon:
         self.script = Script()
         self.requests: list[Request] = []
         self.started = threading.Event()
+        self.killed = threading.Event()
         self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.srv.bind(str(path))
         self.srv.listen(16)
@@ -133,6 +143,7 @@ class FakeDaemon:
         self.script = script or Script()
         self.requests = []
         self.started = threading.Event()
+        self.killed = threading.Event()
 
     def close(self) -> None:
         self.closing = True
@@ -204,10 +215,13 @@ class FakeDaemon:
             elif path.endswith("/wait"):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n")
-                if self.started.wait(30):
+                if self.started.wait(30) and (not s.hold_until_kill or self.killed.wait(30)):
                     time.sleep(0.05)  # after the output, as a real exit
                     data = json.dumps(s.wait).encode() + b"\n"
                     conn.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+            elif path.endswith("/kill"):
+                self._answer(conn, 204, None)
+                self.killed.set()
             elif req.line.startswith("DELETE "):
                 self._answer(conn, 204, None)
             else:
@@ -364,6 +378,28 @@ def test_create_error_it_does_not_read_goes_to_python(fake: FakeDaemon) -> None:
         125, b"", b"Error response from daemon: <html>proxy error</html>\n")
 
 
+def test_signal_forwarded_with_the_same_request(fake: FakeDaemon) -> None:
+    """A signal the CLI gets while attached becomes POST /containers/{id}/kill?signal=...
+    (the fake daemon answers the wait only after it)."""
+    import signal
+
+    both = Both(f"unix://{fake.path}")
+    seen = []
+    for runner in ("python", "native"):
+        fake.reset(Script(hold_until_kill=True))
+        exe, env = both.argv_env(runner)
+        p = subprocess.Popen([*exe, "run", "img"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert fake.started.wait(30)
+        time.sleep(0.3)  # the CLI is in its stream loop
+        p.send_signal(signal.SIGUSR2)
+        out, err = p.communicate(timeout=30)
+        assert (p.returncode, out, err) == (3, b"out 1\nout 2\n", "err é\n".encode()), runner
+        seen.append([(r.line, r.headers, r.body) for r in fake.requests])
+    assert seen[0] == seen[1]
+    assert seen[0][-1][0] == f"POST /v1.44/containers/{CID}/kill?signal=SIGUSR2 HTTP/1.1"
+
+
 def test_detached_start_failure(fake: FakeDaemon) -> None:
     script = Script(start=(500, {"message": "no such file or directory"}))
     py, py_reqs, c, c_reqs = _both_requests(fake, ["run", "-d", "--rm", "img"], script)
@@ -449,6 +485,20 @@ def test_run_options_table_matches_python() -> None:
               for name, flags, k in rows]
     py_opts = [(dest.rstrip("_"), flags, kind) for dest, flags, kind in RUN_OPTIONS]
     assert c_opts == py_opts
+
+
+def test_proxied_signals_match_python() -> None:
+    """csrc/cli/main.c forwards the signals pyrt/cli/containers.py does."""
+    import re
+
+    from pyrt.cli.containers import PROXIED_SIGNALS
+
+    src = (REPO / "csrc" / "cli" / "main.c").read_text()
+    table = src[src.index("} PROXIED[] = {"):]
+    table = table[:table.index("};")]
+    pairs = re.findall(r'\{(SIG\w+), "(SIG\w+)"\}', table)
+    assert all(a == b for a, b in pairs)
+    assert tuple(a for a, _ in pairs) == PROXIED_SIGNALS
 
 
 # -- against a real pyrtd -----------------------------------------------------------------------
@@ -592,27 +642,59 @@ def test_real_unknown_image_goes_to_python_which_pulls(real: Real) -> None:
     assert real.containers() == before
 
 
-def test_real_interrupt_exits_130(real: Real) -> None:
-    """SIGINT: 130 as Python's KeyboardInterrupt; the container is not signalled (neither
-    CLI forwards signals) and, with --rm, goes away when it exits."""
+def _signalled_run(real: Real, runner: str, script: str, signals: list[int]
+                   ) -> tuple[int, bytes, bytes]:
+    """`pyrt run --rm IMAGE sh -c SCRIPT` through the C binary (natively) or Python: after
+    the container's first line, each signal is sent to the CLI, the next one once the
+    container has printed another line; (status, stdout, stderr)."""
+    exe, env = real.both.argv_env(runner)
+    p = subprocess.Popen([*exe, "run", "--rm", real.image, "sh", "-c", script], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    assert p.stdout is not None
+    out = p.stdout.readline()
+    for sig in signals:
+        p.send_signal(sig)
+        out += p.stdout.readline()
+    rest, err = p.communicate(timeout=30)
+    return p.returncode, out + rest, err
+
+
+def test_real_signals_are_forwarded_to_the_container(real: Real) -> None:
+    """docker's sig-proxy: the CLI's signals reach the container through the kill API."""
     import signal
 
-    both = real.both
+    script = ('trap "echo got USR1" USR1; trap "echo got HUP" HUP; '
+              'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.05; done')
+    sigs = [signal.SIGUSR1, signal.SIGHUP, signal.SIGTERM]
     for runner in ("native", "python"):
-        exe = [str(both.exe)] if runner == "native" else [sys.executable, "-m", "pyrt.cli.app"]
-        env = {**both.env, "PYRT_CLI_PYTHON": "/bin/false"} if runner == "native" else \
-            {k: v for k, v in both.env.items() if k != "PYRT_CLI_PYTHON"}
-        p = subprocess.Popen([*exe, "run", "--rm", real.image, "sh", "-c",
-                              "echo ready; sleep 2; echo done"], env=env,
+        assert _signalled_run(real, runner, script, sigs) == (
+            3, b"ready\ngot USR1\ngot HUP\ngot TERM\n", b""), runner
+    # SIGINT too: the container's answer is the status (here 130, as a shell killed by it)
+    script = 'trap "echo got INT; exit 130" INT; echo ready; while :; do sleep 0.05; done'
+    for runner in ("native", "python"):
+        assert _signalled_run(real, runner, script, [signal.SIGINT]) == (
+            130, b"ready\ngot INT\n", b""), runner
+
+
+def test_real_interrupt_ignored_by_pid_1_goes_on(real: Real) -> None:
+    """As with docker: SIGINT goes to the container, whose pid 1 (sleep, no handler)
+    ignores it, so the run goes on to the container's own end (and --rm removes it)."""
+    import signal
+
+    before = real.containers()
+    for runner in ("native", "python"):
+        exe, env = real.both.argv_env(runner)
+        t0 = time.monotonic()
+        p = subprocess.Popen([*exe, "run", "--rm", real.image, "sleep", "2"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL)
-        assert p.stdout is not None
-        assert p.stdout.readline() == b"ready\n"
+        time.sleep(1)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
-        assert (p.returncode, out, err) == (130, b"", b""), runner
-    _wait_for(lambda: not any(real.image in str(c.get("Image"))
-                              for c in real.daemon.client().containers(all=True)))
+        assert (p.returncode, out, err) == (0, b"", b""), runner
+        assert time.monotonic() - t0 > 1.8, runner
+    _wait_for(lambda: real.containers() == before)
 
 
 def _wait_for(cond: Callable[[], bool], timeout: float = 20) -> None:
