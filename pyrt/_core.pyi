@@ -85,6 +85,14 @@ def spawn(config: SpawnConfig, on_barrier: Callable[[int], None] | None = None) 
     released while waiting on the child.
     """
 
+def spawn_exec(argv: list[str], env: list[str], fds: list[int] = ...) -> int:
+    """Start argv[0] (a path) with env ("NAME=value" strings) through vfork, with the GIL
+    released until it has exec'd; its pid (the caller's child, to reap). The
+    caller's memory is not copied (vfork). stdin/stdout/stderr are /dev/null, fds[i] is
+    its fd 3+i (each must be 3+i itself or not one of those targets); empty signal mask,
+    SIGPIPE and SIGXFSZ at their defaults. Raises CoreError.
+    """
+
 def spawn_detached(
     config: SpawnConfig, shim_argv: list[str], keep_fds: list[int] = ...
 ) -> tuple[int, int]:

@@ -278,4 +278,29 @@ void bind_spawn(py::module_ &m) {
       },
       py::arg("config"), py::arg("shim_argv"), py::arg("keep_fds") = std::vector<int>{},
       "Spawn a container whose parent is a detached shim; see pyrt/_core.pyi.");
+
+  m.def(
+      "spawn_exec",
+      [](const std::vector<std::string> &argv, const std::vector<std::string> &env,
+         const std::vector<int> &fds) {
+        std::vector<char *> av, ev;
+        for (const auto &a : argv)
+          av.push_back(const_cast<char *>(a.c_str()));
+        av.push_back(nullptr);
+        for (const auto &e : env)
+          ev.push_back(const_cast<char *>(e.c_str()));
+        ev.push_back(nullptr);
+        pyrt_error_t err;
+        pyrt_error_clear(&err);
+        pid_t pid;
+        {
+          py::gil_scoped_release release;  // until the child has exec'd
+          pid = pyrt_spawn_exec(av.data(), ev.data(), fds.data(), fds.size(), &err);
+        }
+        if (pid < 0)
+          pyrt::raise_error(err);
+        return pid;
+      },
+      py::arg("argv"), py::arg("env"), py::arg("fds") = std::vector<int>{},
+      "Start a program without forking the caller; see pyrt/_core.pyi.");
 }

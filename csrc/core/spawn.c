@@ -25,6 +25,7 @@
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1364,5 +1365,67 @@ pid_t pyrt_spawn_detached(const pyrt_spawn_config_t *cfg, char *const shim_argv[
   close(report[0]);
   if (n == (ssize_t)sizeof(r2) && r2.status != 0)
     return pyrt_error_set(err, r2.status, "%s", r2.msg); /* the helper killed the container */
+  return pid;
+}
+
+/* ---------- a plain program, without copying the caller ---------- */
+
+pid_t pyrt_spawn_exec(char *const argv[], char *const envp[], const int *fds, size_t n_fds,
+                      pyrt_error_t *err) {
+  if (argv == NULL || argv[0] == NULL)
+    return pyrt_error_set(err, EINVAL, "spawn: no program");
+  for (size_t i = 0; i < n_fds; i++)
+    for (size_t k = 0; k < n_fds; k++)
+      if (k != i && fds[k] == (int)(3 + i))
+        return pyrt_error_set(err, EINVAL, "spawn %s: fd %d would be overwritten", argv[0],
+                              fds[k]);
+  /* vfork: the child runs in our memory until execve, so it must not run a signal handler
+   * of ours: every signal is blocked around it, and the child resets the handled ones to
+   * their defaults (its handler table is its own) before unblocking */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  volatile int child_errno = 0;
+  pid_t pid = vfork();
+  if (pid == 0) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) {
+      struct sigaction cur;
+      if (sigaction(sig, NULL, &cur) < 0)
+        continue;
+      int handled = cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN;
+      if (handled || sig == SIGPIPE || sig == SIGXFSZ)
+        sigaction(sig, &dfl, NULL);
+    }
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0) {
+      child_errno = errno;
+      _exit(127);
+    }
+    for (size_t i = 0; i < n_fds; i++) {
+      int target = (int)(3 + i);
+      if (fds[i] == target ? fcntl(target, F_SETFD, 0) < 0 : dup2(fds[i], target) < 0) {
+        child_errno = errno;
+        _exit(127);
+      }
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(argv[0], argv, envp);
+    child_errno = errno ? errno : ENOEXEC;
+    _exit(127);
+  }
+  int e = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (pid < 0)
+    return pyrt_error_set(err, e, "spawn %s: vfork", argv[0]);
+  if (child_errno != 0) {
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+      ;
+    return pyrt_error_set(err, child_errno, "spawn %s", argv[0]);
+  }
   return pid;
 }

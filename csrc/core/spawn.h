@@ -99,6 +99,14 @@ typedef int (*pyrt_barrier_cb)(void *arg, pid_t pid);
 pid_t pyrt_spawn(const pyrt_spawn_config_t *cfg, pyrt_barrier_cb cb, void *cb_arg,
                  pyrt_error_t *err);
 
+/* Starts argv[0] (a path) with envp through vfork: the child shares the caller's memory
+ * until it execs, so nothing of a big caller's page tables is copied. Its
+ * stdin, stdout and stderr are /dev/null and fds[i] becomes its fd 3+i (each fds[i] must
+ * be 3+i itself or not among the targets 3 .. 3+n_fds-1); its signal mask is empty and
+ * SIGPIPE and SIGXFSZ are at their defaults. Returns its pid, or -1 with err filled. */
+pid_t pyrt_spawn_exec(char *const argv[], char *const envp[], const int *fds, size_t n_fds,
+                      pyrt_error_t *err);
+
 #endif
 
 /* Spawns the container from a detached helper process that then becomes `shim_argv`:

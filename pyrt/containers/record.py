@@ -20,11 +20,13 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyrt.containers.options import ContainerConfig, HostConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyrt.runtime.runtime import Runtime
 
 STATES = ("creating", "created", "running", "paused", "restarting", "exited", "dead",
@@ -82,7 +84,9 @@ class ContainerRecord:
     host_config: HostConfig
     config_api: dict[str, Any]
     host_config_api: dict[str, Any]
-    spec: dict[str, Any]
+    # the OCI spec's JSON text: parsed (spec) only when read; Docker's seccomp profile makes
+    # it the biggest column by far, and most lookups of a record never look at it
+    spec_json: str
     pid: int = 0
     exit_code: int = 0
     error: str = ""
@@ -94,19 +98,29 @@ class ContainerRecord:
     health: dict[str, Any] | None = None
     seq: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    _spec: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        if self._spec is None:
+            self._spec = json.loads(self.spec_json)
+        return self._spec
+
+    def set_spec(self, spec: dict[str, Any], text: str) -> None:
+        """The spec, and `text`, its JSON (json.dumps(spec))."""
+        self._spec, self.spec_json = spec, text
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ContainerRecord:
-        config_api = json.loads(row["config_json"])
-        host_api = json.loads(row["host_config_json"])
+        config_json, host_json = row["config_json"], row["host_config_json"]
         return cls(
             id=row["id"], name=row["name"], image_id=row["image_id"],
             image_name=row["image_name"], created=row["created"], state=row["state"],
             path=row["path"], args=json.loads(row["args_json"]),
-            config=ContainerConfig.from_api(config_api),
-            host_config=HostConfig.from_api(host_api),
-            config_api=config_api, host_config_api=host_api,
-            spec=json.loads(row["spec_json"]), pid=int(row["pid"]),
+            config=_parsed(_CONFIGS, config_json, ContainerConfig.from_api),
+            host_config=_parsed(_HOST_CONFIGS, host_json, HostConfig.from_api),
+            config_api=json.loads(config_json), host_config_api=json.loads(host_json),
+            spec_json=row["spec_json"], pid=int(row["pid"]),
             exit_code=int(row["exit_code"]), error=row["error"],
             oom_killed=bool(row["oom_killed"]), started_at=row["started_at"],
             finished_at=row["finished_at"], restart_count=int(row["restart_count"]),
@@ -122,12 +136,30 @@ class ContainerRecord:
             "path": self.path, "args_json": json.dumps(self.args),
             "config_json": json.dumps(self.config_api),
             "host_config_json": json.dumps(self.host_config_api),
-            "spec_json": json.dumps(self.spec),
+            "spec_json": self.spec_json,
         }  # fmt: skip
 
     @property
     def running(self) -> bool:
         return self.state in ("running", "paused")
+
+
+_T = TypeVar("_T")
+_PARSED_MAX = 256
+# ContainerConfig / HostConfig (frozen) by the JSON text they were read from: every lookup
+# of a record used to validate its whole configuration again
+_CONFIGS: dict[str, ContainerConfig] = {}
+_HOST_CONFIGS: dict[str, HostConfig] = {}
+
+
+def _parsed(cache: dict[str, _T], text: str, from_api: Callable[[dict[str, Any]], _T]) -> _T:
+    value = cache.get(text)
+    if value is None:
+        value = from_api(json.loads(text))  # objects of its own, shared with no record's
+        if len(cache) >= _PARSED_MAX:
+            cache.clear()
+        cache[text] = value
+    return value
 
 
 INSERT_SQL = (

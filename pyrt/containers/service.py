@@ -6,7 +6,7 @@ list/logs/attach of containers, in process.
   bundle, then marks it "created"; any failure removes all of it, and a crash in between
   is cleaned up by reconcile() at the next start.
 - start: the overlay is mounted (it stays mounted while the record exists), then pyrt-shim
-  is started with posix_spawn (this big, many-threaded process is never forked) and runs
+  is started by vfork (this big, many-threaded process is never forked) and runs
   pyrt-runc's native create (C: config.json, cgroups, spawn, state.json), so the shim is
   the container's parent (pipes or a pty held by the shim; json-file log; exit.json). A
   spec pyrt-runc leaves to Python (hooks, user namespaces, a seccomp profile not compiled
@@ -333,7 +333,7 @@ class ContainerService:
                 id=cid, name=name, image_id=image.id, image_name=config.Image,
                 created=now_rfc3339(), state="creating", path="", args=[], config=config,
                 host_config=host_config, config_api=config.to_api(),
-                host_config_api=host_config.to_api(), spec={},
+                host_config_api=host_config.to_api(), spec_json="{}",
             )  # fmt: skip
             try:
                 # not synced: a "creating" row is discarded at start; "created" is synced
@@ -392,11 +392,13 @@ class ContainerService:
         p.bundle.mkdir(mode=0o700)
         # not fsync'ed: the exec root does not outlive the machine (/run), and the spec is
         # in the database (spec_json) to be written again
-        atomic_write(str(p.bundle / "config.json"), json.dumps(spec).encode(), 0o600)
+        spec_json = json.dumps(spec)
+        atomic_write(str(p.bundle / "config.json"), spec_json.encode(), 0o600)
         args = list(spec["process"]["args"])
-        self._update(rec.id, state="created", spec_json=json.dumps(spec), path=args[0],
+        rec.set_spec(spec, spec_json)
+        rec.state, rec.path, rec.args = "created", args[0], args[1:]
+        self._update(rec.id, state="created", spec_json=rec.spec_json, path=args[0],
                      args_json=json.dumps(args[1:]))  # fmt: skip
-        rec.state, rec.spec, rec.path, rec.args = "created", spec, args[0], args[1:]
 
     def _discard(self, cid: str, volumes: bool = True, sync: bool = True) -> None:
         """Remove everything of a container (its row last), whatever state it was left in;
@@ -500,7 +502,7 @@ class ContainerService:
         return int(line.split()[1])
 
     def _create_native(self, rec: ContainerRecord, p: Paths) -> int | None:
-        """The shim, started by posix_spawn (this process is never forked: a fork copies the
+        """The shim, started by vfork (this process is never forked: a fork copies the
         page tables of a big, many-threaded process and makes every thread fault on its next
         writes), runs pyrt-runc's native create; the container's pid. None when there is no
         pyrt-runc or it did not create the container (a spec it leaves to Python, or any
@@ -524,14 +526,12 @@ class ContainerService:
             argv.append("--tty")
         if cfg.OpenStdin:
             argv.append("--stdin")
+        from pyrt import _core
+
         rfd, wfd = os.pipe()
         try:
-            try:
-                child = os.posix_spawn(argv[0], argv, self._native_env(), file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDWR, 0),
-                    (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2),
-                    (os.POSIX_SPAWN_DUP2, wfd, 3),
-                ], setsigmask=(), setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))  # fmt: skip
+            try:  # os.posix_spawn would hold the GIL until the child has exec'd
+                child = _core.spawn_exec(argv, self._native_env(), [wfd])
             finally:
                 os.close(wfd)
             try:
@@ -562,10 +562,11 @@ class ContainerService:
             self._runc_path = str(found) if found is not None else ""
         return self._runc_path or None
 
-    def _native_env(self) -> dict[str, str]:
+    def _native_env(self) -> list[str]:
         # pyrt-runc fails a create it does not handle instead of running Python's CLI: the
         # engine redoes it in process (_create_in_process)
-        return {**os.environ, "PYRT_RUNC_NATIVE_ONLY": "1"}
+        env = {**os.environ, "PYRT_RUNC_NATIVE_ONLY": "1"}
+        return [f"{k}={v}" for k, v in env.items()]
 
     def _create_in_process(self, rec: ContainerRecord, p: Paths) -> str:
         """The in-process runtime creates the container through _core.spawn_detached, whose

@@ -504,3 +504,31 @@ def test_create_start_wait_remove_is_fast(engine: Engine) -> None:
         times.append(time.perf_counter() - t0)
     print(f"create+start+wait+remove: best {min(times) * 1000:.1f} ms")
     assert min(times) < 0.5
+
+
+def _shim_argv(engine: Engine, cid: str) -> list[str]:
+    pid = int((engine.containers.paths(cid).shim / "shim.pid").read_text())
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_create_is_native_and_falls_back_to_python(engine: Engine) -> None:
+    """A container is created by the shim running pyrt-runc's native create (the engine is
+    not forked); a spec pyrt-runc leaves to Python (a memory limit with swap) is created in
+    process instead, with nothing of the native attempt left behind."""
+    run(engine, ["/bin/true"])  # the first container with the profile compiles it: Python's
+    native = engine.containers.create({"Image": IMAGE, "Cmd": ["sleep", "60"]})
+    engine.containers.start(native)
+    argv = _shim_argv(engine, native)
+    assert "--runtime" in argv and "--exec-fifo" in argv and not any(
+        a.startswith("--pid=") for a in argv)  # fmt: skip
+    py = engine.containers.create({"Image": IMAGE, "Cmd": ["sleep", "60"]},
+                                  {"Memory": 64 << 20})  # fmt: skip
+    engine.containers.start(py)
+    assert any(a.startswith("--pid=") for a in _shim_argv(engine, py))
+    assert sorted(os.listdir(engine.runtime.root)) == sorted([".seccomp-cache", native, py])
+    for cid in (native, py):
+        assert engine.containers.inspect(cid)["State"]["Running"]
+        engine.containers.kill(cid)
+        assert engine.containers.wait(cid, timeout=30)["StatusCode"] == 137
+        engine.containers.remove(cid)
+    assert os.listdir(engine.runtime.root) == [".seccomp-cache"]

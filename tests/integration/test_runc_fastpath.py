@@ -557,3 +557,59 @@ def test_seccomp_profile_from_pythons_cache(
     config["linux"]["seccomp"]["syscalls"][0]["names"] = ["mkdir", "mkdirat", "rmdir"]
     (b / "config.json").write_text(json.dumps(config))
     assert both.native("run", "--bundle", str(b), unique_id).returncode == 1
+
+
+def test_native_create_joins_namespaces_by_path(
+    both: Both, bundle_factory: BundleFactory, unique_id: str
+) -> None:
+    """A spec joining network and ipc namespaces by path (the engine's containers join
+    their pinned network namespace) is created natively, in those namespaces, and runs as
+    Python's does."""
+    holder = subprocess.Popen(["unshare", "--net", "--ipc", "sleep", "60"])
+    try:
+        ours = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == ours:
+            assert time.monotonic() < deadline, "unshare made no namespace"
+            time.sleep(0.01)
+        want = [os.readlink(f"/proc/{holder.pid}/ns/{ns}") for ns in ("net", "ipc")]
+        namespaces = [{"type": "pid"}, {"type": "mount"}, {"type": "uts"},
+                      {"type": "network", "path": f"/proc/{holder.pid}/ns/net"},
+                      {"type": "ipc", "path": f"/proc/{holder.pid}/ns/ipc"}]  # fmt: skip
+        b = bundle_factory(["/bin/sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc"],
+                           **{"linux.namespaces": namespaces})  # fmt: skip
+        native = both.native("run", "--bundle", str(b), unique_id)
+        assert (native.returncode, native.stderr) == (0, "")
+        assert native.stdout.split() == want
+        py = both.python("run", "--bundle", str(b), unique_id)
+        assert (py.returncode, py.stdout, py.stderr) == (0, native.stdout, "")
+        # a net sysctl in a joined namespace is Python's (it checks that it is not ours)
+        b2 = bundle_factory(["/bin/true"], **{"linux.namespaces": namespaces,
+                                              "linux.sysctl": {"net.ipv4.ip_forward": "1"}})
+        assert both.native("run", "--bundle", str(b2), unique_id).returncode == 1
+        assert both.c("run", "--bundle", str(b2), unique_id).returncode == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_native_only_fails_instead_of_delegating(
+    both: Both, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
+) -> None:
+    """PYRT_RUNC_NATIVE_ONLY (what the engine's shim sets): a create the C code leaves to
+    Python -- refused before any side effect, or failed after some -- exits 125 with a
+    line on stderr, and leaves nothing: no state directory, no cgroup."""
+    hooked = bundle_factory(["/bin/true"], **{"hooks": {"poststop": [{"path": "/bin/true"}]}})
+    missing = bundle_factory(["/no/such/program"])
+    cgroup = json.loads((missing / "config.json").read_text())["linux"]["cgroupsPath"]
+    env = {**both.env, "PYRT_RUNC_NATIVE_ONLY": "1", "PYRT_RUNC_PYTHON": "/bin/false"}
+    for b in (hooked, missing):
+        res = both._run([str(both.exe), "--root", str(both.root), "create", "--bundle",
+                         str(b), unique_id], env)  # fmt: skip
+        assert res.returncode == 125, res.stderr
+        assert "pyrt-runc: create not handled natively (create.c:" in res.stderr
+        assert not (both.root / unique_id).exists()
+    assert not Path("/sys/fs/cgroup/pids", cgroup.lstrip("/")).exists()
+    # without it, the same create is Python's, whose error it is
+    res = both.c("create", "--bundle", str(missing), unique_id)
+    assert res.returncode == 1 and "/no/such/program" in res.stderr, res.stderr
