@@ -576,8 +576,8 @@ def test_native_create_joins_namespaces_by_path(
         namespaces = [{"type": "pid"}, {"type": "mount"}, {"type": "uts"},
                       {"type": "network", "path": f"/proc/{holder.pid}/ns/net"},
                       {"type": "ipc", "path": f"/proc/{holder.pid}/ns/ipc"}]  # fmt: skip
-        b = bundle_factory(["/bin/sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc"],
-                           **{"linux.namespaces": namespaces})  # fmt: skip
+        probe = "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc"
+        b = bundle_factory(["/bin/sh", "-c", probe], **{"linux.namespaces": namespaces})
         native = both.native("run", "--bundle", str(b), unique_id)
         assert (native.returncode, native.stderr) == (0, "")
         assert native.stdout.split() == want
