@@ -362,9 +362,7 @@ class ContainerService:
         p.root.mkdir(mode=0o710)
         p.run.mkdir(mode=0o710)
         cfg, host = rec.config, rec.host_config
-        mount = self.snapshots.prepare_container_rootfs(image.top_chain_id, p.fs)
-        p.merged.mkdir(mode=0o755, exist_ok=True)
-        mount.mount(p.merged)
+        self._mount_rootfs(rec, image.top_chain_id, p)
         extra_hosts = list(host.ExtraHosts)
         etc = write_etc_files(
             str(p.etc), hostname=cfg.Hostname or rec.id[:12], domainname=cfg.Domainname,
@@ -399,6 +397,22 @@ class ContainerService:
         rec.state, rec.path, rec.args = "created", args[0], args[1:]
         self._update(rec.id, state="created", spec_json=rec.spec_json, path=args[0],
                      args_json=json.dumps(args[1:]))  # fmt: skip
+
+    def _mount_rootfs(self, rec: ContainerRecord, chain: str | None, p: Paths) -> None:
+        from dataclasses import replace
+
+        mount = self.snapshots.prepare_container_rootfs(chain, p.fs)
+        p.merged.mkdir(mode=0o755, exist_ok=True)
+        if rec.host_config.AutoRemove:
+            # an --rm container's writable layer never outlives it (after a crash reconcile
+            # removes it): overlayfs's "volatile" spares its unmount the sync of the whole file
+            # system that holds the layer (syncfs of the upper), on the path to "removed"
+            try:
+                replace(mount, options=(*mount.options, "volatile")).mount(p.merged)
+                return
+            except PyrtError:
+                pass  # a kernel before 5.10: without
+        mount.mount(p.merged)
 
     def _discard(self, cid: str, volumes: bool = True, sync: bool = True) -> None:
         """Remove everything of a container (its row last), whatever state it was left in;
@@ -435,10 +449,7 @@ class ContainerService:
     def _start_locked(self, rec: ContainerRecord, *, restart: bool = False) -> None:
         p = self.paths(rec.id)
         if not os.path.ismount(p.merged):
-            chain = self._image_top_chain(rec.image_id)
-            mount = self.snapshots.prepare_container_rootfs(chain, p.fs)
-            p.merged.mkdir(mode=0o755, exist_ok=True)
-            mount.mount(p.merged)
+            self._mount_rootfs(rec, self._image_top_chain(rec.image_id), p)
         self.volumes.ensure_mounted(rec.id)  # a device volume a reboot unmounted
         if self.runtime._dir(rec.id).exists():
             self.runtime.delete(rec.id, force=True)
