@@ -119,6 +119,13 @@ def logs(engine: Engine, cid: str, **kw: Any) -> bytes:
     return b"".join(e.log for e in engine.containers.logs(cid, **kw))
 
 
+def _wait_for_log(engine: Engine, cid: str, want: bytes, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while logs(engine, cid) != want:
+        assert time.monotonic() < deadline, logs(engine, cid)
+        time.sleep(0.02)
+
+
 # ------------------------------------------------------------------ lifecycle
 
 
@@ -259,8 +266,11 @@ def test_stop_with_sigterm_and_kill_signal(engine: Engine) -> None:
 
 
 def test_pause_unpause_and_restart(engine: Engine) -> None:
+    # "trapped" says the TERM trap is set: a stop before that would find PID 1 without a
+    # handler (the signal ignored) and end in SIGKILL after the timeout
     cid = engine.containers.create({"Image": IMAGE, "Cmd": ["/bin/sh", "-c",
-                                    "trap 'exit 0' TERM; while :; do sleep 0.1; done"]})
+                                    "trap 'exit 0' TERM; echo trapped; "
+                                    "while :; do sleep 0.1; done"]})
     engine.containers.start(cid)
     engine.containers.pause(cid)
     st = engine.containers.inspect(cid)["State"]
@@ -272,9 +282,11 @@ def test_pause_unpause_and_restart(engine: Engine) -> None:
     engine.containers.unpause(cid)
     assert engine.containers.inspect(cid)["State"]["Status"] == "running"
     pid1 = engine.containers.inspect(cid)["State"]["Pid"]
+    _wait_for_log(engine, cid, b"trapped\n")
     engine.containers.restart(cid, timeout=5)
     st = engine.containers.inspect(cid)["State"]
     assert st["Running"] and st["Pid"] != pid1
+    _wait_for_log(engine, cid, b"trapped\n" * 2)
     engine.containers.stop(cid, timeout=5)
     assert engine.containers.inspect(cid)["State"]["ExitCode"] == 0
 
