@@ -8,9 +8,9 @@
  * - Everything is checked before the first side effect (the state directory). Anything
  *   this file does not handle -- a spec Python would refuse, hooks, a seccomp profile not
  *   in Python's cache of compiled ones (cached_seccomp), a user namespace, a joined user,
- *   mount or time namespace, resources other than memory/cpu/pids limits and device rules, a cgroup v2
- *   host, an rlimit or capability Python would adjust with a warning, a flag it does not
- *   know -- is handed to the Python CLI (delegate()) before anything is touched. Errors
+ *   mount or time namespace, resources other than memory(+swap)/cpu/pids limits and
+ *   device rules, a cgroup v2 host, an rlimit or capability Python would adjust with a
+ *   warning, a flag it does not know -- is handed to the Python CLI (delegate()) before anything is touched. Errors
  *   are therefore Python's, word for word.
  * - A failure after a side effect (a cgroup write, the console socket, the spawn, the
  *   pid file) undoes everything done so far (the same cleanup Runtime.create runs) and
@@ -850,7 +850,7 @@ static const jv_t *res_obj(const jv_t *res, const char *name, const char *const 
   return o;
 }
 
-/* linux.resources as V1Manager._plan writes it, for memory limit/reservation, cpu
+/* linux.resources as V1Manager._plan writes it, for memory limit/swap/reservation, cpu
  * shares/period/quota, pids and device rules; any other setting goes to Python */
 static void check_resources(struct plan *pl, const jv_t *lx, const jv_t *res) {
   if (jnone(res)) return;
@@ -866,11 +866,23 @@ static void check_resources(struct plan *pl, const jv_t *lx, const jv_t *res) {
   static const char *const MEM_KEYS[] = {"limit", "reservation", "swap", "swappiness",
                                          "disableOOMKiller", "kernel", "kernelTCP",
                                          "useHierarchy", "checkBeforeUpdate", NULL};
-  const jv_t *mem = res_obj(res, "memory", MEM_KEYS, 2, 3);
+  const jv_t *mem = res_obj(res, "memory", MEM_KEYS, 3, 2);
   if (mem != NULL) {
     const char *d = cg_dir(&pl->cg, "memory");
-    if (res_int(mem, "limit", 1, LLONG_MAX, -1, &v))
-      add_write(pl, d, "memory.limit_in_bytes", xprintf("%lld", v));
+    long long limit = 0, swap = 0;
+    int has_limit = res_int(mem, "limit", 1, LLONG_MAX, -1, &limit);
+    int has_swap = res_int(mem, "swap", 1, LLONG_MAX, -1, &swap);
+    /* V1Manager._plan: memory+swap is at least memory (else Python's error); it must never
+     * drop below memory, so it goes first when unlimited (a new cgroup's memsw is) and
+     * last otherwise; a cgroup whose memsw already holds a smaller value makes the write
+     * fail, and Python redoes the create */
+    NEED(!has_swap || !has_limit || limit == -1 || swap == -1 || swap >= limit);
+    if (has_swap && swap == -1)
+      add_write(pl, d, "memory.memsw.limit_in_bytes", xstrdup("-1"));
+    if (has_limit)
+      add_write(pl, d, "memory.limit_in_bytes", xprintf("%lld", limit));
+    if (has_swap && swap != -1)
+      add_write(pl, d, "memory.memsw.limit_in_bytes", xprintf("%lld", swap));
     if (res_int(mem, "reservation", 0, LLONG_MAX, -1, &v))
       add_write(pl, d, "memory.soft_limit_in_bytes", xprintf("%lld", v));
   }

@@ -525,8 +525,8 @@ def _shim_argv(engine: Engine, cid: str) -> list[str]:
 
 def test_create_is_native_and_falls_back_to_python(engine: Engine) -> None:
     """A container is created by the shim running pyrt-runc's native create (the engine is
-    not forked); a spec pyrt-runc leaves to Python (a memory limit with swap) is created in
-    process instead, with nothing of the native attempt left behind."""
+    not forked); a spec pyrt-runc leaves to Python (a cpuset) is created in process
+    instead, with nothing of the native attempt left behind."""
     run(engine, ["/bin/true"])  # the first container with the profile compiles it: Python's
     native = engine.containers.create({"Image": IMAGE, "Cmd": ["sleep", "60"]})
     engine.containers.start(native)
@@ -534,7 +534,7 @@ def test_create_is_native_and_falls_back_to_python(engine: Engine) -> None:
     assert "--runtime" in argv and "--exec-fifo" in argv and not any(
         a.startswith("--pid=") for a in argv)  # fmt: skip
     py = engine.containers.create({"Image": IMAGE, "Cmd": ["sleep", "60"]},
-                                  {"Memory": 64 << 20})  # fmt: skip
+                                  {"CpusetCpus": "0"})  # fmt: skip
     engine.containers.start(py)
     assert any(a.startswith("--pid=") for a in _shim_argv(engine, py))
     assert sorted(os.listdir(engine.runtime.root)) == sorted([".seccomp-cache", native, py])

@@ -231,6 +231,7 @@ _PROBE = (
     "/proc/self/mountinfo; ls -ln /dev | awk '{print $1, $3, $4, $5, $6, $NF}'; "
     "cat /sys/fs/cgroup/devices/devices.list; cat /proc/sys/net/ipv4/ip_forward; "
     "cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes memory/memory.soft_limit_in_bytes "
+    "memory/memory.memsw.limit_in_bytes "
     "cpu/cpu.shares cpu/cpu.cfs_period_us cpu/cpu.cfs_quota_us pids/pids.max; cd /; "
     "wc -c < /proc/kcore; touch /proc/sys/x 2>&1 | tail -c 30; pwd; env | sort"
 )
@@ -281,7 +282,8 @@ def _variants(tmp: Path) -> dict[str, dict[str, object]]:
                 {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "uid": 1000},
             ],
             "linux.resources": {
-                "memory": {"limit": 256 << 20, "reservation": 128 << 20, "kernel": 1},
+                "memory": {"limit": 256 << 20, "reservation": 128 << 20, "swap": 384 << 20,
+                           "kernel": 1},
                 "cpu": {"shares": 512, "period": 100000, "quota": 50000, "cpus": ""},
                 "pids": {"limit": 100},
                 "devices": [
