@@ -35,6 +35,7 @@ class Trash:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._made: set[Path] = set()  # trash directories known to exist
         for d in self.dirs:
             with contextlib.suppress(OSError):
                 for entry in os.listdir(d):
@@ -42,12 +43,17 @@ class Trash:
 
     def _trash_dir(self, path: Path) -> Path | None:
         """The trash directory on `path`'s tree (made on first use); None if none is."""
+        text = os.fspath(path)
         for d in self.dirs:
-            if d.parent in path.parents:
-                try:
-                    d.mkdir(mode=0o700, exist_ok=True)
-                except OSError:
-                    return None
+            # a string test: Path.parents builds a Path per level, on every removal
+            top = os.fspath(d.parent).rstrip("/") + "/"
+            if text.startswith(top) and len(text) > len(top):
+                if d not in self._made:
+                    try:
+                        d.mkdir(mode=0o700, exist_ok=True)
+                    except OSError:
+                        return None
+                    self._made.add(d)
                 return d
         return None
 
@@ -59,7 +65,9 @@ class Trash:
             try:
                 os.rename(path, target)
             except FileNotFoundError:
-                return
+                if not os.path.lexists(path):
+                    return
+                self._made.discard(trash)  # the trash directory went away: made again next
             except OSError:
                 pass  # e.g. EXDEV, EBUSY: delete it in place below
             else:
