@@ -986,7 +986,7 @@ static void cached_seccomp(struct plan *pl, const jv_t *seccomp) {
   struct utsname u;
   NEED(uname(&u) == 0);
   buf_t key = {0};
-  buf_puts(&key, "pyrt-seccomp-cache 1\n");
+  buf_puts(&key, "pyrt-seccomp-cache 2\n"); /* translate._SECCOMP_CACHE_VERSION */
   buf_puts(&key, u.machine);
   buf_puts(&key, "\n");
   buf_json_spaced(&key, seccomp);

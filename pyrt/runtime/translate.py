@@ -527,7 +527,7 @@ def to_spawn_config(
 
 
 # bump when the cache file format or what goes into a program changes
-_SECCOMP_CACHE_VERSION = "pyrt-seccomp-cache 1"
+_SECCOMP_CACHE_VERSION = "pyrt-seccomp-cache 2"  # 2: binary-tree programs
 
 
 def cached_seccomp(seccomp: Mapping[str, Any], cache_dir: str) -> tuple[bytes, int]:
