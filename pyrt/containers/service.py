@@ -406,7 +406,11 @@ class ContainerService:
         if rec.host_config.AutoRemove:
             # an --rm container's writable layer never outlives it (after a crash reconcile
             # removes it): overlayfs's "volatile" spares its unmount the sync of the whole file
-            # system that holds the layer (syncfs of the upper), on the path to "removed"
+            # system that holds the layer (syncfs of the upper), on the path to "removed".
+            # One created but not started when the machine went down is mounted again here:
+            # overlayfs refuses a volatile layer's work dir after a crash until its marker
+            # goes (the layer holds at most the etc files' mount points: nothing to lose)
+            shutil.rmtree(os.path.join(mount.workdir, "work", "incompat"), ignore_errors=True)
             try:
                 replace(mount, options=(*mount.options, "volatile")).mount(p.merged)
                 return

@@ -544,3 +544,21 @@ def test_create_is_native_and_falls_back_to_python(engine: Engine) -> None:
         assert engine.containers.wait(cid, timeout=30)["StatusCode"] == 137
         engine.containers.remove(cid)
     assert os.listdir(engine.runtime.root) == [".seccomp-cache"]
+
+
+def test_auto_remove_layer_is_volatile_and_mounts_again(engine: Engine) -> None:
+    """An --rm container's overlay is volatile (no sync of the file system at its unmount);
+    one created and then unmounted, as a reboot leaves it, starts again: overlayfs's
+    volatile marker is cleared first."""
+    import ctypes
+
+    cid = engine.containers.create({"Image": IMAGE, "Cmd": ["true"]}, {"AutoRemove": True})
+    p = engine.containers.paths(cid)
+    opts = [line.split(" - ")[1] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if f" {p.merged} " in line]  # fmt: skip
+    flags = opts[0].split()[2].split(",") if len(opts) == 1 else []
+    assert "volatile" in flags or "fsync=volatile" in flags, opts  # the newer kernels' name
+    assert (p.fs / "work" / "work" / "incompat" / "volatile").is_dir()
+    assert ctypes.CDLL(None, use_errno=True).umount2(str(p.merged).encode(), 2) == 0
+    engine.containers.start(cid)
+    assert engine.containers.wait(cid, condition="removed", timeout=30)["StatusCode"] == 0
