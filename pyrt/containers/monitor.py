@@ -71,11 +71,15 @@ class Monitor:
         self._health_stop: dict[str, threading.Event] = {}
         self._backoff: dict[str, float] = {}
         self._started: dict[str, float] = {}
+        self._image_health: dict[str, dict[str, Any]] = {}  # image id -> its Healthcheck
         self.closing = False
 
     # ------------------------------------------------------------------ exits
 
-    def watch(self, cid: str, started_mono: float | None) -> None:
+    def watch(self, cid: str, started_mono: float | None,
+              rec: ContainerRecord | None = None) -> None:
+        """Watch cid's exit (and run its healthcheck); rec: its record as just written, if
+        the caller has it (saves reading it again)."""
         if started_mono is not None:
             self._started[cid] = started_mono
         t = threading.Thread(target=self._watch, args=(cid,), name=f"pyrt-wait-{cid[:12]}",
@@ -83,7 +87,7 @@ class Monitor:
         with self._lock:
             self._threads[cid] = t
         t.start()
-        self._start_health(cid)
+        self._start_health(cid, rec)
 
     def _watch(self, cid: str) -> None:
         try:
@@ -250,11 +254,17 @@ class Monitor:
 
     def _health_config(self, rec: ContainerRecord) -> dict[str, Any] | None:
         hc = rec.config.Healthcheck
-        img: dict[str, Any] = {}
-        row = self.svc.db.query_one("SELECT config_json FROM images WHERE id = ?",
-                                    (rec.image_id,))  # fmt: skip
-        if row is not None:
-            img = (json.loads(row["config_json"]).get("config") or {}).get("Healthcheck") or {}
+        img = self._image_health.get(rec.image_id)
+        if img is None:  # an image id names one config forever: read it once
+            img = {}
+            row = self.svc.db.query_one("SELECT config_json FROM images WHERE id = ?",
+                                        (rec.image_id,))  # fmt: skip
+            if row is not None:
+                cfg = json.loads(row["config_json"]).get("config") or {}
+                img = cfg.get("Healthcheck") or {}
+                if len(self._image_health) >= 256:
+                    self._image_health.clear()
+                self._image_health[rec.image_id] = img
         test = (hc.Test if hc is not None and hc.Test else None) or img.get("Test") or []
         if not test or test[0] == "NONE":
             return None
@@ -274,8 +284,9 @@ class Monitor:
             "retries": retries or HEALTH_DEFAULT_RETRIES,
         }
 
-    def _start_health(self, cid: str) -> None:
-        rec = self.svc._row(cid)
+    def _start_health(self, cid: str, rec: ContainerRecord | None = None) -> None:
+        if rec is None:
+            rec = self.svc._row(cid)
         if rec is None:
             return
         hc = self._health_config(rec)

@@ -492,8 +492,10 @@ class ContainerService:
         if restart:
             cols["restart_count"] = rec.restart_count + 1
         self._update(rec.id, **cols)
-        rec.state, rec.pid = "running", pid
-        self.monitor.watch(rec.id, started_mono=time.monotonic())
+        rec.state, rec.pid, rec.health = "running", pid, None  # as cols wrote them
+        if restart:
+            rec.restart_count += 1
+        self.monitor.watch(rec.id, started_mono=time.monotonic(), rec=rec)
         self.volumes.publish_mounts(rec.id, "mount")
         self._publish(rec, "start")
 
