@@ -93,6 +93,12 @@ def spawn_exec(argv: list[str], env: list[str], fds: list[int] = ...) -> int:
     SIGPIPE and SIGXFSZ at their defaults. Raises CoreError.
     """
 
+def remove_all(path: str) -> bool:
+    """rm -rf of path in C with the GIL released, as shutil.rmtree(ignore_errors=True):
+    symlinks are removed, never followed; a directory on another file system below path
+    (a mount point) is left alone. True when path is gone (or was not there).
+    """
+
 def spawn_detached(
     config: SpawnConfig, shim_argv: list[str], keep_fds: list[int] = ...
 ) -> tuple[int, int]:

@@ -12,6 +12,7 @@
 
 #include "errors.hpp"
 extern "C" {
+#include "fsutil.h"
 #include "spawn.h"
 }
 
@@ -303,4 +304,16 @@ void bind_spawn(py::module_ &m) {
       },
       py::arg("argv"), py::arg("env"), py::arg("fds") = std::vector<int>{},
       "Start a program without forking the caller; see pyrt/_core.pyi.");
+
+  m.def(
+      "remove_all",
+      [](const std::string &path) {
+        int rc;
+        {
+          py::gil_scoped_release release;
+          rc = pyrt_remove_all(path.c_str());
+        }
+        return rc == 0;
+      },
+      py::arg("path"), "rm -rf without following links or crossing mounts; see pyrt/_core.pyi.");
 }

@@ -84,11 +84,15 @@ class Trash:
         self._queue.put(path)
 
     def _work(self) -> None:
+        from pyrt import _core
+
         while True:
             path = self._queue.get()
             if path == _STOP:
                 return
-            shutil.rmtree(path, ignore_errors=True)
+            # in C, without the GIL: shutil.rmtree's walk in Python took a fifth of the
+            # engine's Python time when containers came and went 20 at a time
+            _core.remove_all(os.fspath(path))
 
     def close(self) -> None:
         """Delete what is left now (waiting for the background thread); later discards
