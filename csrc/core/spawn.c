@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <net/if.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/openat2.h>
@@ -951,12 +952,33 @@ static void finish_process(const pyrt_spawn_config_t *cfg, int syncfd, int fifof
 }
 
 /* The container's first process: rootfs, then the process. Never returns. */
+/* A network namespace the clone made has only lo, and down: up, as runc and crun leave
+ * it (the engine no longer makes NetworkMode none's namespace itself). */
+static int loopback_up(pyrt_error_t *err) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0)
+    return pyrt_error_set(err, errno, "socket to bring lo up");
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  memcpy(ifr.ifr_name, "lo", 3);
+  int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+  if (rc == 0 && !(ifr.ifr_flags & IFF_UP)) {
+    ifr.ifr_flags |= IFF_UP;
+    rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  int e = errno;
+  close(s);
+  return rc < 0 ? pyrt_error_set(err, e, "bring lo up in the new network namespace") : 0;
+}
+
 static void init_child(const pyrt_spawn_config_t *cfg, int syncfd) {
   pyrt_error_t err;
   pyrt_error_clear(&err);
   close_detached_report();
   close_inherited_fds(cfg, syncfd, -1);
   child_wait_go(syncfd);
+  if ((cfg->new_ns & CLONE_NEWNET) && loopback_up(&err) < 0)
+    child_fail(syncfd, &err);
 
   if (setsid() < 0) {
     pyrt_error_set(&err, errno, "setsid");

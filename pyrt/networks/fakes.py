@@ -29,6 +29,10 @@ class FakeLinks:
             pass
         self.netns.add(path)
 
+    def pin_netns(self, path: str, ns_fd: int) -> None:
+        os.fstat(ns_fd)  # (a closed fd: EBADF, as the mount would fail)
+        self.create_netns(path)
+
     def delete_netns(self, path: str) -> None:
         self.netns.discard(path)
         for name in [n for n, e in self.endpoints.items() if e.netns == path]:

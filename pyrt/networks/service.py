@@ -14,9 +14,12 @@ gateway address, and one nftables chain in pyrt's table (pyrt.networks.nft).
 A container's place on networks is its rows of `endpoints`: made at create from
 HostConfig.NetworkMode ("bridge"/"default", a user network, "host", "none",
 "container:<name|id>") and NetworkingConfig.EndpointsConfig, or by connect. Every container
-that is neither "host" nor "container:" mode runs in a network namespace pinned at
+that is neither "host", "none" nor "container:" mode runs in a network namespace pinned at
 <run_root>/netns/<id>; the spec joins it by that path, so the network is ready before the
-process exists and `container:<id>` joins the same file.
+process exists and `container:<id>` joins the same file. A "none" container's namespace
+(only lo) is the runtime's, made in its clone: pinned at the same path only when something
+needs the path (a `container:` joiner, inspect's SandboxKey), which spares every such
+container a round trip through the netlink thread and the runtime an extra fork to join.
 
 At start (setup) the namespace is made, each endpoint gets an address (the lowest free one
 of the network's range, or the one asked for), a veth pair (eth0, eth1... inside), the
@@ -55,6 +58,7 @@ from pyrt.errors import (
     InvalidArgument,
     NotFound,
     PyrtError,
+    SystemError_,
 )
 from pyrt.networks import ipam
 from pyrt.networks.netlink import EndpointLink, LinkDriver
@@ -177,6 +181,7 @@ class NetworkService:
         self._dns: Any = None
         self._dns_members: set[str] = set()
         self._lock = threading.RLock()
+        self._pin_lock = threading.Lock()  # (inspect and a joiner's start may pin at once)
         self._up: set[str] = set()  # networks whose bridge and rules are up
         self._held: dict[str, list[HeldPort]] = {}  # container -> its host port sockets
         # the second half of setups (links, rules, files) runs here, overlapping the
@@ -540,7 +545,7 @@ class NetworkService:
                                       "type network mode")  # fmt: skip
             return {"network": self.netns_path(other["id"])}
         if mode == "none":
-            return {"network": self.netns_path(cid)}
+            return {}  # a new namespace in the runtime's clone (see the module docstring)
         primary = self.get(mode)
         if primary.driver == "host" or primary.driver == "null":
             raise InvalidArgument(f"network mode {mode!r}: use --network {primary.name}")
@@ -612,10 +617,16 @@ class NetworkService:
             if other["state"] not in ("running", "paused"):
                 raise Conflict(f"cannot join network namespace of a non running container: "
                                f"container {other['id']} is {other['state']}")
+            self.pin(other["id"])
+            return _nothing
+        path = self.netns_path(rec.id)
+        if mode == "none" and path not in rec.spec_json:  # (specs before: they join the path)
+            if os.path.exists(path):  # a pin an engine killed meanwhile left
+                with contextlib.suppress(PyrtError):
+                    self.links.delete_netns(path)
             return _nothing
         if mode != "none":
             self.get(mode)  # NotFound: removed while the container was stopped (as Docker)
-        path = self.netns_path(rec.id)
         try:
             with contextlib.suppress(PyrtError):
                 self.links.delete_netns(path)
@@ -650,6 +661,37 @@ class NetworkService:
                 self._pending.pop(rec.id, None)
 
         return ready
+
+    def pin(self, cid: str) -> str:
+        """The path of a running container's network namespace (netns_path), bound there
+        first if the runtime made it (NetworkMode none). SystemError_ when the container's
+        process is gone."""
+        path = self.netns_path(cid)
+        with self._pin_lock:
+            if os.path.exists(path):
+                return path
+            row = self.db.query_one("SELECT pid FROM containers WHERE id = ?", (cid,))
+            pid = int(row["pid"]) if row is not None else 0
+            try:
+                fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise SystemError_(f"network namespace of container {cid}: process {pid}: "
+                                   f"{e.strerror}", e.errno) from None  # fmt: skip
+            try:
+                # the namespace is the container's only if the pid still is (not reused by
+                # another process since the row was read): its cgroup names the container
+                try:
+                    with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+                        ours = cid in f.read()
+                except OSError:
+                    ours = False
+                if not ours:
+                    raise SystemError_(f"network namespace of container {cid}: its process "
+                                       f"{pid} is gone")  # fmt: skip
+                self.links.pin_netns(path, fd)
+            finally:
+                os.close(fd)
+        return path
 
     def _finish_setup(self, rec: ContainerRecord, etc_dir: Path,
                       plan: Sequence[tuple[Network, Endpoint, bool]]) -> None:
@@ -975,8 +1017,10 @@ class NetworkService:
                 lst = ports.get(k) or []
                 lst.append({"HostIp": r["host_ip"] or "0.0.0.0", "HostPort": str(r["host_port"])})
                 ports[k] = lst
-        key = self.netns_path(rec.id) if running and mode not in ("host",) and \
-            not mode.startswith("container:") else ""  # fmt: skip
+        key = ""
+        if running and mode != "host" and not mode.startswith("container:"):
+            with contextlib.suppress(PyrtError):  # (gone meanwhile: no key, as stopped)
+                key = self.pin(rec.id)
         return {"Bridge": "", "SandboxID": rec.id if key else "", "SandboxKey": key,
                 "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
                 "Ports": ports, "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,

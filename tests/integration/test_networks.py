@@ -501,6 +501,23 @@ def test_none_mode_has_only_lo(engine: Engine) -> None:
     assert code == 0 and out.split()[0] == "lo" and "eth0" not in out and "127.0.0.1" in out
 
 
+def test_none_mode_namespace_pinned_when_needed(engine: Engine) -> None:
+    """The runtime makes a none container's namespace; a container: joiner and inspect's
+    SandboxKey get it pinned at the engine's path, which goes when the container stops."""
+    cid = start(engine, "sleep 60", host={"NetworkMode": "none"})
+    path = engine.networks.netns_path(cid)
+    assert not os.path.exists(path)  # nothing needed it yet
+    code, out = run(engine, "ip -4 addr show lo", host={"NetworkMode": f"container:{cid}"})
+    assert code == 0 and "127.0.0.1" in out and "UP" in out, out
+    st = engine.containers.inspect(cid)
+    assert st["NetworkSettings"]["SandboxKey"] == path
+    # the joiner's path is the container's namespace
+    assert os.stat(path).st_ino == os.stat(f"/proc/{st['State']['Pid']}/ns/net").st_ino
+    engine.containers.stop(cid, timeout=1)
+    assert not os.path.exists(path)
+    assert engine.containers.inspect(cid)["NetworkSettings"]["SandboxKey"] == ""
+
+
 def test_container_mode_shares_the_namespace(engine: Engine) -> None:
     first = start(engine, "sleep 60", name="first")
     ip = ip_of(engine, first, "bridge")
