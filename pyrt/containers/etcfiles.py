@@ -168,25 +168,25 @@ def host_resolv_conf(path: str = HOST_RESOLV_CONF, systemd_path: str = SYSTEMD_R
     return text
 
 
-def _atomic_write_all(files: dict[str, str], mode: int = 0o644) -> None:
+def _atomic_write_all(files: dict[str, str], mode: int = 0o644, sync: bool = True) -> None:
     """Replace each path with its content atomically: every temp file is written, then
-    each fsync'ed, then renamed. Syncing them one after the other, once all are written,
-    lets the first sync commit all three (ext4 commits the data of every file in the
-    journal transaction), where write-sync-write-sync paid three commits."""
+    (sync) each fsync'ed, then renamed. Syncing them one after the other, once all are
+    written, lets the first sync commit all three (ext4 commits the data of every file in
+    the journal transaction), where write-sync-write-sync paid three commits."""
     temps: dict[str, str] = {}
     try:
         for path, content in files.items():
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
             temps[path] = tmp
+            os.fchmod(fd, mode)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(content)
-        for tmp in temps.values():
+        for tmp in temps.values() if sync else ():
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.chmod(tmp, mode)
         for path, tmp in temps.items():
             os.replace(tmp, path)
     except BaseException:
@@ -209,10 +209,12 @@ def write_etc_files(
     dns_options: Iterable[str] = (),
     ipv6: bool = False,
     host_resolv_path: str = HOST_RESOLV_CONF,
+    sync: bool = True,
 ) -> dict[str, str]:
     """Write hostname, hosts and resolv.conf into `directory` (created if missing, each
-    file replaced atomically); returns {"hostname": path, "hosts": path, "resolv.conf":
-    path}, ready for generate_spec's etc_files."""
+    file replaced atomically, and on disk when it returns unless `sync` is False: for a
+    container that never outlives a crash); returns {"hostname": path, "hosts": path,
+    "resolv.conf": path}, ready for generate_spec's etc_files."""
     os.makedirs(directory, mode=0o711, exist_ok=True)
     contents = {
         "hostname": hostname_content(hostname),
@@ -233,7 +235,7 @@ def write_etc_files(
         ),  # fmt: skip
     }
     paths = {name: os.path.join(directory, name) for name in contents}
-    _atomic_write_all({paths[name]: content for name, content in contents.items()})
+    _atomic_write_all({paths[name]: content for name, content in contents.items()}, sync=sync)
     return paths
 
 

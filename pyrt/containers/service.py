@@ -368,6 +368,7 @@ class ContainerService:
             str(p.etc), hostname=cfg.Hostname or rec.id[:12], domainname=cfg.Domainname,
             extra_hosts=extra_hosts, dns=host.Dns, dns_search=host.DnsSearch,
             dns_options=host.DnsOptions,
+            sync=not host.AutoRemove,  # (--rm: reconcile removes it after a crash)
         )  # fmt: skip
         init_path = None
         if host.Init:
