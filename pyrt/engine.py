@@ -247,7 +247,14 @@ def run(image: str, command: str | list[str] | None = None, *, remove: bool = Tr
             if not pull:
                 raise
             eng.images.pull(image)
+        if remove and "AutoRemove" not in host and "RestartPolicy" not in host:
+            # as `run --rm`: the engine keeps no more of it than needed (its files unsynced,
+            # a volatile layer, reconcile removes it if this process dies before the end);
+            # removed here, once the logs are read, not by the engine at the exit
+            host["AutoRemove"] = True
         cid = eng.containers.create(cfg, host, name=name)
+        if remove:
+            eng.containers.removed_by_caller.add(cid)
         try:
             eng.containers.start(cid)
             code = int(eng.containers.wait(cid, timeout=timeout)["StatusCode"])
@@ -258,6 +265,7 @@ def run(image: str, command: str | list[str] | None = None, *, remove: bool = Tr
             if remove:
                 with contextlib.suppress(NotFound):
                     eng.containers.remove(cid, force=True, volumes=True)
+                eng.containers.removed_by_caller.discard(cid)
         return RunResult(code, out, err)
     finally:
         if own:

@@ -194,7 +194,7 @@ class Monitor:
                 self._restart_cancel[cid] = ev
             threading.Thread(target=self._restart_later, args=(cid, delay, ev),
                              name=f"pyrt-restart-{cid[:12]}", daemon=True).start()
-        elif rec.host_config.AutoRemove:
+        elif rec.host_config.AutoRemove and cid not in svc.removed_by_caller:
             # on this watcher thread, which is done with the container: a new thread only
             # added its start to every `run --rm` (called only from _run: reconcile returned)
             self._auto_remove(cid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 import pyrt
 import tests.bundle as bundle
+from pyrt.containers.service import mounts_under
 from pyrt.engine import Engine
 from pyrt.errors import Conflict, InvalidArgument, NotFound
 from pyrt.images.importer import import_rootfs
@@ -382,6 +384,44 @@ def test_auto_remove(engine: Engine) -> None:
     assert engine.containers.wait(cid, "removed", timeout=10)["StatusCode"] == 0
     with pytest.raises(NotFound):
         engine.containers.inspect(cid)
+
+
+def test_auto_remove_left_to_its_creator(engine: Engine) -> None:
+    """pyrt.run(remove=True) makes an AutoRemove container it removes itself once it has
+    read the logs: the engine leaves it at its exit, and its removal from exited goes at
+    once (no "removing" state), leaving nothing."""
+    cid = engine.containers.create({"Image": IMAGE, "Cmd": ["echo", "kept"]},
+                                   {"AutoRemove": True})
+    engine.containers.removed_by_caller.add(cid)
+    engine.containers.start(cid)
+    assert engine.containers.wait(cid, timeout=10)["StatusCode"] == 0
+    time.sleep(0.5)  # (the monitor would have removed it by now)
+    assert engine.containers.inspect(cid)["State"]["Status"] == "exited"
+    assert [e.log for e in engine.containers.logs(cid)] == [b"kept\n"]
+    engine.containers.remove(cid, force=True, volumes=True)
+    engine.containers.removed_by_caller.discard(cid)
+    with pytest.raises(NotFound):
+        engine.containers.inspect(cid)
+    assert not (engine.root / "containers" / cid).exists()
+    assert mounts_under(engine.root / "containers") == []
+
+
+def test_pyrt_run_remove_is_auto_remove(engine: Engine) -> None:
+    seen: list[bool] = []
+
+    def look() -> None:
+        for _ in range(100):
+            for c in engine.containers.list(all=True):
+                seen.append(engine.containers.inspect(c["Id"])["HostConfig"]["AutoRemove"])
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=look)
+    t.start()
+    r = pyrt.run(IMAGE, "sleep 1; echo done", engine=engine, pull=False, remove=True)
+    t.join()
+    assert (r.exit_code, r.stdout) == (0, b"done\n") and seen == [True]
+    assert engine.containers.list(all=True) == [] and not engine.containers.removed_by_caller
 
 
 def test_command_not_found_and_not_executable(engine: Engine) -> None:
