@@ -531,6 +531,36 @@ mounts and pivot_root take ~10. After these changes, runs of the parallel group 
 the parallel claim sits at its limit. crun gains more than pyrt on an idle machine, and
 pyrt's file creations cost more the more inodes the runs before freed in the last 30 s
 (in the full comparison the parallel groups come after all sequential ones).
+Later on 2026-11-28 (measured by wrapping the engine's database lock and with strace -f of
+one run): with 20 at a time the engine's in-process SQLite writer lock was held over half
+of the wall time (0.86 s of 1.62 s for 100 containers: 6 writes per container, ~1.4 ms
+each, mostly the writer waiting for the GIL again after SQLite's work), and 4 WAL
+fdatasyncs per container ran outside it. `pyrt.run(remove=True)` now creates an AutoRemove
+container (as `run --rm`) that it removes itself after reading the log, so the --rm
+economies apply to it: its etc files are not fsync'ed (3 syncs), its layer is volatile,
+its removal from exited goes in one hold of its lock without the "removing" write (5
+writes, 2 syncs per container). NetworkMode none's namespace is made in the runtime's
+clone (lo brought up in the C spawn; pinned at <run_root>/netns/<id> only when a
+`container:` joiner or inspect's SandboxKey needs it), which spares the netlink thread's
+round trip and pyrt-runc's second spawn stage. Files per container (strace): data root:
+the container's dir, fs/ with upper, work (and overlayfs's work/work), merged, etc/ with
+hostname, hosts, resolv.conf, the json log; in the overlay's upper: etc/, etc/hosts,
+etc/resolv.conf (the busybox image has no such mount points); run root: the container's
+dir, bundle/config.json, shim/ with shim.pid, init.pid, exit.json, shim.sock; pyrt-runc's
+state dir with state.json (written twice by create), fast.state, exec.fifo: ~27 new
+inodes. Here the run root (/run) is on the same ext4 as the data root, so moving files
+there gains nothing on this machine; perf record -a of 200 containers 20 at a time still
+gives ext4's inode allocation (find_get_block_common reading inode table blocks for
+recently_deleted, __brelse, find_inode_bit) ~7% of all samples: without a journal each
+allocation checks the dtime of every inode freed in the last 30 s that it meets, so the
+cost grows with the churn (files per container × containers per second). On a machine
+loaded by other work (load average 2-14) interleaved runs (`--tools pyrt,crun --modes
+parallel --seccomp default --repeat 3`) did not separate cleanly: parallel pyrt ÷ crun
+0.97-1.46 (median 1.16, 7 runs) before these changes, 0.84-1.52 (median 1.35, 12 runs)
+after, 0.99-1.53 (median 1.15, 5 runs) after them but with NetworkMode none's namespace
+made by the engine as before. 20 namespaces set up at once in the runtimes' clones may
+contend in the kernel (bringing lo up takes rtnl_lock) where the engine's one netlink
+thread made them one at a time: to be decided on a quiet machine.
 """
 
 
