@@ -558,9 +558,10 @@ loaded by other work (load average 2-14) interleaved runs (`--tools pyrt,crun --
 parallel --seccomp default --repeat 3`) did not separate cleanly: parallel pyrt ÷ crun
 0.97-1.46 (median 1.16, 7 runs) before these changes, 0.84-1.52 (median 1.35, 12 runs)
 after, 0.99-1.53 (median 1.15, 5 runs) after them but with NetworkMode none's namespace
-made by the engine as before. 20 namespaces set up at once in the runtimes' clones may
-contend in the kernel (bringing lo up takes rtnl_lock) where the engine's one netlink
-thread made them one at a time: to be decided on a quiet machine.
+made by the engine as before. 20 namespaces set up at once in the runtimes' clones could
+contend in the kernel where the engine's one netlink thread made them one at a time, but
+perf showed no lock spinning; the noise is too large to tell: to be decided on a quiet
+machine.
 """
 
 
