@@ -972,8 +972,9 @@ class NetworkService:
 
     # -- inspect ------------------------------------------------------------------------
 
-    def settings(self, rec: ContainerRecord) -> dict[str, Any]:
-        """NetworkSettings of a container's inspect."""
+    def settings(self, rec: ContainerRecord, sandbox: bool = True) -> dict[str, Any]:
+        """NetworkSettings of a container's inspect; without `sandbox` no SandboxKey (which
+        pins a none container's namespace)."""
         running = rec.state in ("running", "paused")
         nets: dict[str, Any] = {}
         top = {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",
@@ -1018,7 +1019,7 @@ class NetworkService:
                 lst.append({"HostIp": r["host_ip"] or "0.0.0.0", "HostPort": str(r["host_port"])})
                 ports[k] = lst
         key = ""
-        if running and mode != "host" and not mode.startswith("container:"):
+        if sandbox and running and mode != "host" and not mode.startswith("container:"):
             with contextlib.suppress(PyrtError):  # (gone meanwhile: no key, as stopped)
                 key = self.pin(rec.id)
         return {"Bridge": "", "SandboxID": rec.id if key else "", "SandboxKey": key,
@@ -1030,7 +1031,7 @@ class NetworkService:
     def summary(self, rec: ContainerRecord) -> tuple[builtins.list[dict[str, Any]],
                                                      dict[str, Any]]:
         """(Ports, NetworkSettings.Networks) of a container in docker ps."""
-        s = self.settings(rec)
+        s = self.settings(rec, sandbox=False)
         ports = []
         for key, binds in s["Ports"].items():
             num, _, proto = key.partition("/")

@@ -506,7 +506,8 @@ def test_none_mode_namespace_pinned_when_needed(engine: Engine) -> None:
     SandboxKey get it pinned at the engine's path, which goes when the container stops."""
     cid = start(engine, "sleep 60", host={"NetworkMode": "none"})
     path = engine.networks.netns_path(cid)
-    assert not os.path.exists(path)  # nothing needed it yet
+    assert [c["Id"] for c in engine.containers.list()] == [cid]
+    assert not os.path.exists(path)  # nothing needed it yet (a listing does not)
     code, out = run(engine, "ip -4 addr show lo", host={"NetworkMode": f"container:{cid}"})
     assert code == 0 and "127.0.0.1" in out and "UP" in out, out
     st = engine.containers.inspect(cid)
