@@ -16,15 +16,14 @@ pyrtd dies mid-copy.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import stat
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from pyrt.errors import SystemError_
+from pyrt.ownthread import run_on_own_thread
 
 CLONE_FS = 0x00000200
 CLONE_NEWNS = 0x00020000
@@ -113,32 +112,22 @@ def _bind_one(rootfd: int, b: Bind, open_at_root: Any) -> None:
 def open_view(rootfs: str, binds: list[Bind], open_at_root: Any) -> tuple[int, int]:
     """(rootfd, nsfd): `rootfs` with `binds` on it in a private mount namespace; close
     nsfd (after the last use of any fd opened beneath rootfd) to end the namespace."""
-    result: list[tuple[int, int]] = []
-    failure: list[BaseException] = []
 
-    def work() -> None:
+    def work() -> tuple[int, int]:
         libc = _c()
-        rootfd = -1
+        _check(libc.unshare(CLONE_FS | CLONE_NEWNS), "unshare a mount namespace for cp")
+        _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None),
+               "make the cp mount namespace private")
+        rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            _check(libc.unshare(CLONE_FS | CLONE_NEWNS), "unshare a mount namespace for cp")
-            _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None),
-                   "make the cp mount namespace private")
-            rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             for b in binds:
                 _bind_one(rootfd, b, open_at_root)
             nsfd = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-            result.append((rootfd, nsfd))
-        except BaseException as e:  # handed to the caller's thread
-            if rootfd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(rootfd)
-            failure.append(e)
+        except BaseException:
+            os.close(rootfd)
+            raise
+        return rootfd, nsfd
 
-    # the thread ends in the new namespace: it must not be one of a pool's threads
-    t = threading.Thread(target=work, name="pyrt-cp-view", daemon=True)
-    t.start()
-    t.join()
-    if failure:
-        raise failure[0]
-    return result[0]
+    # the thread ends in the new namespace, which its fd keeps alive
+    return run_on_own_thread(work, "pyrt-cp-view")
 

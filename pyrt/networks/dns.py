@@ -53,6 +53,7 @@ from typing import TypeVar, cast
 from pyrt.containers.etcfiles import host_resolv_conf, is_loopback, parse_resolv_conf
 from pyrt.errors import FailedPrecondition, InvalidArgument, SystemError_
 from pyrt.networks.nft import Nft
+from pyrt.ownthread import run_on_own_thread
 
 log = logging.getLogger("pyrt.networks.dns")
 
@@ -536,32 +537,22 @@ def in_netns(netns_fd: int, fn: Callable[[], _T]) -> _T:
     """fn() run in the network namespace `netns_fd` by a short-lived thread that joins it
     and then goes back (setns affects only the calling thread); what fn makes (sockets,
     netlink state) stays in that namespace."""
-    made: list[_T] = []
-    failed: list[BaseException] = []
 
-    def work() -> None:
+    def work() -> _T:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            _setns(netns_fd, CLONE_NEWNET)
             try:
-                _setns(netns_fd, CLONE_NEWNET)
-                try:
-                    made.append(fn())
-                finally:
-                    try:
-                        _setns(home, CLONE_NEWNET)
-                    except OSError as e:  # the thread ends now, and its namespace with it
-                        log.warning("dns: could not return to the host netns: %s", e)
+                return fn()
             finally:
-                os.close(home)
-        except BaseException as e:  # handed to the caller
-            failed.append(e)
+                try:
+                    _setns(home, CLONE_NEWNET)
+                except OSError as e:  # the thread ends now, and its namespace with it
+                    log.warning("dns: could not return to the host netns: %s", e)
+        finally:
+            os.close(home)
 
-    t = threading.Thread(target=work, name="pyrt-dns-setns", daemon=True)
-    t.start()
-    t.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    return run_on_own_thread(work, "pyrt-dns-setns")
 
 
 # -- the server -----------------------------------------------------------------------------------

@@ -34,13 +34,13 @@ import ctypes
 import ctypes.util
 import os
 import stat
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pyrt.errors import FailedPrecondition, InvalidArgument, SystemError_
+from pyrt.ownthread import run_on_own_thread
 
 if TYPE_CHECKING:
     from pyrt.snapshots.service import SnapshotService
@@ -149,24 +149,16 @@ class RootfsMount:
 
 def _mount_in(cwd: str, target: str, data: bytes) -> None:
     """mount(2) with the working directory at `cwd`, from a thread with its own fs context."""
-    result: dict[str, BaseException] = {}
 
     def run() -> None:
-        try:
-            libc = _c()
-            if libc.unshare(CLONE_FS) != 0:
-                _raise_errno("unshare(CLONE_FS) for the overlay mount")
-            os.chdir(cwd)
-            if libc.mount(b"overlay", target.encode(), b"overlay", 0, data) != 0:
-                _raise_errno(f"mount overlay on {target} (lower dirs relative to {cwd})")
-        except BaseException as e:  # handed to the caller's thread
-            result["error"] = e
+        libc = _c()
+        if libc.unshare(CLONE_FS) != 0:
+            _raise_errno("unshare(CLONE_FS) for the overlay mount")
+        os.chdir(cwd)
+        if libc.mount(b"overlay", target.encode(), b"overlay", 0, data) != 0:
+            _raise_errno(f"mount overlay on {target} (lower dirs relative to {cwd})")
 
-    t = threading.Thread(target=run, name="pyrt-overlay-mount")
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
+    run_on_own_thread(run, "pyrt-overlay-mount")
 
 
 def build_options(lowerdirs: Sequence[str], upperdir: str, workdir: str,

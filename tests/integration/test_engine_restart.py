@@ -100,15 +100,20 @@ def test_engine_sigkill_then_new_engine(envs: Engines) -> None:
     assert e3.containers.inspect(cid)["State"]["ExitCode"] == 9
 
 
+def _wait_exit_recorded(envs: Engines, cid: str) -> None:
+    """The shim has written the exit record, closed its socket and gone."""
+    shim_dir = envs.run_root / "containers" / cid / "shim"
+    wait_for(lambda: (shim_dir / "exit.json").exists() and not (shim_dir / "shim.sock").exists(),
+             10, "the exit record")
+    wait_for(lambda: not _shim_alive(shim_dir), 10, "the shim to exit")
+
+
 def test_exit_while_engine_away_is_recorded(envs: Engines) -> None:
     e = envs.open()
     cid = e.containers.create({"Image": IMAGE, "Cmd": ["/bin/sh", "-c", "sleep 0.5; exit 4"]})
     e.containers.start(cid)
     e.close()
-    shim_dir = envs.run_root / "containers" / cid / "shim"
-    wait_for(lambda: (shim_dir / "exit.json").exists() and not (shim_dir / "shim.sock").exists(),
-             10, "the exit record")
-    wait_for(lambda: not _shim_alive(shim_dir), 10, "the shim to exit")
+    _wait_exit_recorded(envs, cid)
     e2 = envs.open()
     assert e2.reconcile_report["exited"] == [cid]
     st = e2.containers.inspect(cid)["State"]
@@ -124,10 +129,7 @@ def test_auto_remove_container_exited_while_engine_away_is_removed(envs: Engines
                               {"AutoRemove": True})
     e.containers.start(cid)
     e.close()
-    shim_dir = envs.run_root / "containers" / cid / "shim"
-    wait_for(lambda: (shim_dir / "exit.json").exists() and not (shim_dir / "shim.sock").exists(),
-             10, "the exit record")
-    wait_for(lambda: not _shim_alive(shim_dir), 10, "the shim to exit")
+    _wait_exit_recorded(envs, cid)
     e2 = envs.open()
     assert e2.reconcile_report["exited"] == [cid] and cid in e2.reconcile_report["removed"]
     assert e2.containers.list(all=True) == []
