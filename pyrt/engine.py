@@ -108,6 +108,7 @@ class Engine:
               shim_path: str | os.PathLike[str] | None) -> None:
         from pyrt.containers.service import ContainerService
         from pyrt.content.store import ContentStore
+        from pyrt.dirhint import spread_subdirectories
         from pyrt.events import EventBus
         from pyrt.images.service import ImageService
         from pyrt.metadata.db import Database
@@ -123,7 +124,10 @@ class Engine:
             insecure_registries=insecure, mirrors=mirrors, credentials_path=credentials_path,
             platform=platform,
         )  # fmt: skip
-        self.runtime: Runtime = Runtime(str(self.run_root / "runtime"))
+        runtime_root = self.run_root / "runtime"
+        runtime_root.mkdir(mode=0o700, exist_ok=True)
+        spread_subdirectories(runtime_root)  # one state directory per container: pyrt.dirhint
+        self.runtime: Runtime = Runtime(str(runtime_root))
         self.containers: ContainerService = ContainerService(
             root=self.root, run_root=self.run_root, db=self.db, images=self.images,
             snapshots=self.snapshots, runtime=self.runtime, events=self.events,

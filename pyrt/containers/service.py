@@ -161,12 +161,15 @@ class ContainerService:
         volumes: VolumeService | None = None,
     ) -> None:
         from pyrt.containers.monitor import Monitor
+        from pyrt.dirhint import spread_subdirectories
         from pyrt.volumes.service import VolumeService
 
         self.root = root / "containers"
         self.run_root = run_root / "containers"
         self.root.mkdir(parents=True, exist_ok=True, mode=0o710)
         self.run_root.mkdir(parents=True, exist_ok=True, mode=0o710)
+        for d in (self.root, self.run_root):
+            spread_subdirectories(d)  # each container's files in a block group of their own
         self.db = db
         self.images = images
         self.snapshots = snapshots

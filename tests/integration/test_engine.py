@@ -378,6 +378,25 @@ def test_healthcheck_cmd_timeout(engine: Engine) -> None:
     engine.containers.remove(cid, force=True)
 
 
+def test_container_directories_spread_over_block_groups(engine: Engine) -> None:
+    """Each container's tree starts in an ext4 block group of its own (pyrt.dirhint): the
+    directories that hold one tree per container carry the "top of hierarchies" flag."""
+    import fcntl
+    import sys
+
+    from pyrt.dirhint import FS_IOC_GETFLAGS, FS_TOPDIR_FL
+
+    for d in (engine.root / "containers", engine.run_root / "containers",
+              engine.run_root / "runtime"):  # fmt: skip
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            buf = bytearray(8)
+            fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)  # this machine's /tmp: ext4
+        finally:
+            os.close(fd)
+        assert int.from_bytes(buf[:4], sys.byteorder) & FS_TOPDIR_FL, d
+
+
 def test_auto_remove(engine: Engine) -> None:
     cid = engine.containers.create({"Image": IMAGE, "Cmd": ["true"]}, {"AutoRemove": True})
     engine.containers.start(cid)
