@@ -402,8 +402,11 @@ class ContainerService:
         args = list(spec["process"]["args"])
         rec.set_spec(spec, spec_json)
         rec.state, rec.path, rec.args = "created", args[0], args[1:]
+        # an --rm container's row is not synced (nor at start, exit and removal): after a
+        # power loss reconcile discards it if it is still "creating", removes it once it
+        # has run; the WAL is sequential, so the engine's next synced write carries it
         self._update(rec.id, state="created", spec_json=rec.spec_json, path=args[0],
-                     args_json=json.dumps(args[1:]))  # fmt: skip
+                     args_json=json.dumps(args[1:]), sync=not host.AutoRemove)  # fmt: skip
 
     def _mount_rootfs(self, rec: ContainerRecord, chain: str | None, p: Paths) -> None:
         from dataclasses import replace
@@ -498,7 +501,7 @@ class ContainerService:
         }  # fmt: skip
         if restart:
             cols["restart_count"] = rec.restart_count + 1
-        self._update(rec.id, **cols)
+        self._update(rec.id, sync=not rec.host_config.AutoRemove, **cols)  # see _build
         rec.state, rec.pid, rec.health = "running", pid, None  # as cols wrote them
         if restart:
             rec.restart_count += 1
