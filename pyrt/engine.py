@@ -245,11 +245,9 @@ def run(image: str, command: str | list[str] | None = None, *, remove: bool = Tr
                 raise InvalidArgument(f"run: unknown option '{key}'")
         if command is not None:
             cfg["Cmd"] = ["/bin/sh", "-c", command] if isinstance(command, str) else command
-        try:
-            eng.images.get(image)
-        except NotFound:
+        if not eng.images.exists(image):  # (create reads the image itself)
             if not pull:
-                raise
+                raise NotFound(f"No such image: {image}")
             eng.images.pull(image)
         if remove and "AutoRemove" not in host and "RestartPolicy" not in host:
             # as `run --rm`: the engine keeps no more of it than needed (its files unsynced,

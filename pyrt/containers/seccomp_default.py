@@ -331,13 +331,25 @@ def _applies(
     )
 
 
+# resolved default profiles by (capabilities, arch, kernel): nearly every container asks for
+# the same one, and resolving walks the whole profile
+_RESOLVED: dict[tuple[frozenset[str], str, tuple[int, int]], dict[str, Any]] = {}
+
+
 def default_seccomp(
     capabilities: Iterable[str], arch: str | None = None, kernel: tuple[int, int] | None = None
 ) -> dict[str, Any]:
-    """Docker's default profile resolved for a container with these capabilities."""
-    return resolve_profile(
-        _DEFAULT, capabilities=capabilities, arch=arch, kernel=kernel, where="default profile"
-    )
+    """Docker's default profile resolved for a container with these capabilities: the same
+    object for the same arguments (it goes into specs as it is: read it, never change it)."""
+    key = (frozenset(capabilities), arch or host_arch(), kernel or kernel_version())
+    found = _RESOLVED.get(key)
+    if found is None:
+        found = resolve_profile(_DEFAULT, capabilities=key[0], arch=key[1], kernel=key[2],
+                                where="default profile")  # fmt: skip
+        if len(_RESOLVED) >= 64:
+            _RESOLVED.clear()
+        _RESOLVED[key] = found
+    return found
 
 
 __all__ = [

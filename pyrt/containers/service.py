@@ -253,6 +253,15 @@ class ContainerService:
                 return ContainerRecord.from_row(rows[0])
         raise NotFound(f"No such container: {ref}")
 
+    def _resolve_id(self, ref: str) -> str:
+        """resolve(ref).id; a full id is checked without reading (and parsing) its whole
+        record, for the operations that read it again under the container's lock."""
+        if isinstance(ref, str) and _HEX64.match(ref):
+            row = self.db.query_one("SELECT state FROM containers WHERE id = ?", (ref,))
+            if row is not None and row["state"] != "creating":
+                return ref
+        return self.resolve(ref).id
+
     def _update(self, cid: str, *, sync: bool = True, **cols: Any) -> None:
         sets = ", ".join(f"{k} = :{k}" for k in cols)
         self.db.execute(f"UPDATE containers SET {sets} WHERE id = :id", {**cols, "id": cid},
@@ -448,9 +457,9 @@ class ContainerService:
     # ------------------------------------------------------------------ start
 
     def start(self, ref: str) -> None:
-        rec = self.resolve(ref)
-        with self._lock(rec.id):
-            rec = self.get_record(rec.id)
+        cid = self._resolve_id(ref)
+        with self._lock(cid):
+            rec = self.get_record(cid)
             if rec.state == "paused":
                 raise Conflict(f"cannot start a paused container {rec.id}, try unpause instead")
             if rec.state == "running":
@@ -799,8 +808,7 @@ class ContainerService:
         if condition not in ("not-running", "next-exit", "removed"):
             raise InvalidArgument(f"wait: condition '{condition}' is not one of not-running, "
                                   "next-exit, removed")  # fmt: skip
-        rec = self.resolve(ref)
-        cid = rec.id
+        cid = self._resolve_id(ref)
         if condition == "removed":
             cond = self._cond(cid)
             with cond:
@@ -810,20 +818,25 @@ class ContainerService:
                 return {"StatusCode": self._removed[cid], "Error": None}
         gen = self._exit_generation(cid)
         if condition == "not-running":
-            rec = self.get_record(cid)
-            if rec.state not in ("running", "paused", "restarting"):
-                return {"StatusCode": rec.exit_code, "Error": None}
+            state, code = self._state_and_code(cid)
+            if state not in ("running", "paused", "restarting"):
+                return {"StatusCode": code, "Error": None}
         if not self._wait_exit(cid, gen, timeout):
             raise TimeoutError(f"container {cid}: still running")
         with self._cond_lock:
             if cid in self._removed:
                 return {"StatusCode": self._removed[cid], "Error": None}
-        rec = self.get_record(cid)
-        return {"StatusCode": rec.exit_code, "Error": None}
+        return {"StatusCode": self._state_and_code(cid)[1], "Error": None}
+
+    def _state_and_code(self, cid: str) -> tuple[str, int]:
+        """A container's state and exit code (two columns: not the whole record)."""
+        row = self.db.query_one("SELECT state, exit_code FROM containers WHERE id = ?", (cid,))
+        if row is None:
+            raise NotFound(f"No such container: {cid}")
+        return str(row["state"]), int(row["exit_code"])
 
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
-        rec = self.resolve(ref)
-        cid = rec.id
+        cid = self._resolve_id(ref)
         with self._lock(cid):
             rec = self.get_record(cid)
             if rec.state in ("running", "paused") and not force:
@@ -1055,9 +1068,8 @@ class ContainerService:
              stdout: bool = True, stderr: bool = True) -> Iterator[LogEntry]:
         from pyrt.containers.logs import log_files, read_logs
 
-        rec = self.resolve(ref)
-        path = self.paths(rec.id).log
-        cid = rec.id
+        cid = self._resolve_id(ref)
+        path = self.paths(cid).log
 
         def stopped() -> bool:
             r = self._row(cid)
