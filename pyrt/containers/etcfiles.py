@@ -18,6 +18,7 @@ Nothing here contacts any of these servers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
 import tempfile
@@ -126,8 +127,16 @@ def resolv_conf_content(
     ipv6: bool = False,
 ) -> str:
     """The container's resolv.conf from the host's text and the Dns* overrides."""
+    return _resolv_conf_content(host_text, tuple(dns), tuple(dns_search), tuple(dns_options),
+                                ipv6)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)  # the same few answers for every container made
+def _resolv_conf_content(host_text: str, dns_given: tuple[str, ...],
+                         search_given: tuple[str, ...], options_given: tuple[str, ...],
+                         ipv6: bool) -> str:  # fmt: skip
     rc = parse_resolv_conf(host_text)
-    dns, dns_search, dns_options = list(dns), list(dns_search), list(dns_options)
+    dns, dns_search, dns_options = list(dns_given), list(search_given), list(options_given)
     if dns:
         servers = dns
     else:

@@ -402,6 +402,7 @@ class ContainerService:
             container_id=rec.id, image_config=image_cfg, config=merged_cfg, host=host,
             root_path=str(p.merged), etc_files=etc, init_path=init_path,
             cgroup_parent=self.cgroup_parent, mounts_extra=mounts, namespace_paths=ns_paths,
+            image_id=image.id,
         )  # fmt: skip
         p.bundle.mkdir(mode=0o700)
         # not fsync'ed: the exec root does not outlive the machine (/run), and the spec is

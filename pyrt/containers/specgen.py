@@ -474,6 +474,7 @@ def generate_spec(
     user_rootfs: str | None = None,
     arch: str | None = None,
     cgroup_v2: bool | None = None,
+    image_id: str | None = None,
 ) -> dict[str, Any]:
     """The runtime spec of one container (see the module doc).
 
@@ -483,7 +484,8 @@ def generate_spec(
     defaults (same destination: theirs wins). etc_files: {"hostname"|"hosts"|"resolv.conf":
     host path}. init_path: host path of the init binary to bind at /sbin/pyrt-init and run
     as the container's pid 1 (used when given). cgroup_parent: HostConfig.CgroupParent
-    wins over it. `arch` (Go's name) and `cgroup_v2` default to this host's.
+    wins over it. `arch` (Go's name) and `cgroup_v2` default to this host's. `image_id`:
+    the image root_path holds unchanged (at create), whose user lookups are kept.
     """
     if not container_id or "/" in container_id:
         raise InvalidArgument(f"container id {container_id!r} is not valid")
@@ -504,12 +506,15 @@ def generate_spec(
         raise InvalidArgument(
             f"the working directory '{cwd}' is invalid, it needs to be an absolute path"
         )
-    from pyrt.containers.userdb import resolve_user
+    from pyrt.containers.userdb import resolve_user, resolve_user_in_image
 
     user_str = config.User or img.get("User") or ""
     if not isinstance(user_str, str):
         raise InvalidArgument("image config: User must be a string")
-    user = resolve_user(user_rootfs or root_path, user_str, host.GroupAdd)
+    if image_id is not None and user_rootfs is None:
+        user = resolve_user_in_image(image_id, root_path, user_str, host.GroupAdd)
+    else:
+        user = resolve_user(user_rootfs or root_path, user_str, host.GroupAdd)
     caps = effective_caps(host)
     security = host.security
     if init_path is not None:

@@ -26,7 +26,7 @@ import ctypes
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pyrt.errors import InvalidArgument
 
@@ -232,6 +232,25 @@ def _numeric(text: str, what: str) -> int | None:
     if value > MAX_ID:
         raise InvalidArgument(f"{what} {text!r}: uids and gids must be in range 0-{MAX_ID}")
     return value
+
+
+# resolve_user_in_image's answers by (image id, user, GroupAdd)
+_BY_IMAGE: dict[tuple[str, str, tuple[str, ...]], ResolvedUser] = {}
+
+
+def resolve_user_in_image(image_id: str, rootfs: str, user: str,
+                          group_add: list[str] | None = None) -> ResolvedUser:
+    """resolve_user for a rootfs that holds exactly the image `image_id` (a container's at
+    its create, before anything ran in it): its passwd and group files are the image's, so
+    the answer is the image's too and is kept, sparing each create the reads of both files."""
+    key = (image_id, user, tuple(group_add or ()))
+    found = _BY_IMAGE.get(key)
+    if found is None:
+        found = resolve_user(rootfs, user, group_add)
+        if len(_BY_IMAGE) >= 256:
+            _BY_IMAGE.clear()
+        _BY_IMAGE[key] = found
+    return replace(found, additional_gids=list(found.additional_gids))
 
 
 def resolve_user(

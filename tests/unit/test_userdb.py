@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pyrt.containers.userdb import open_in_root, read_in_root, resolve_user
+from pyrt.containers.userdb import (
+    open_in_root,
+    read_in_root,
+    resolve_user,
+    resolve_user_in_image,
+)
 from pyrt.errors import InvalidArgument
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
@@ -125,3 +130,23 @@ def test_non_regular_file_refused(tmp_path: Path) -> None:
     (tmp_path / "etc" / "passwd").mkdir(parents=True)
     with pytest.raises(InvalidArgument, match="/etc/passwd in the image is not a regular file"):
         resolve_user(str(tmp_path), "x")
+
+
+def test_answers_kept_per_image(rootfs: Path) -> None:
+    """resolve_user_in_image reads an image's files once: a rootfs changed afterwards (never
+    the case at create, which is where it is used) gives the kept answer for that image id,
+    and a new image id reads the files again."""
+    r = str(rootfs)
+    img = "sha256:" + os.urandom(32).hex()  # unique per run: the cache is per process
+    u = resolve_user_in_image(img, r, "app", ["wheel"])
+    assert (u.uid, u.gid, u.additional_gids) == (1000, 1000, [100, 10])
+    u.additional_gids.append(1)  # the caller's copy: the kept answer stays as it was
+    (rootfs / "etc" / "passwd").write_text("app:x:2000:2000::/:/bin/sh\n")
+    again = resolve_user_in_image(img, r, "app", ["wheel"])
+    assert (again.uid, again.additional_gids) == (1000, [100, 10])
+    assert resolve_user_in_image(img + "0", r, "app").uid == 2000
+    assert resolve_user_in_image(img, r, "app").uid == 2000  # another GroupAdd: read again
+    with pytest.raises(InvalidArgument):
+        resolve_user_in_image(img, r, "nobody")  # errors are not kept
+    (rootfs / "etc" / "passwd").write_text(PASSWD.replace("app:", "nobody:x:3:3::/:/bin/sh\napp:"))
+    assert resolve_user_in_image(img, r, "nobody").uid == 3
