@@ -520,8 +520,8 @@ class ContainerService:
         self._publish(rec, "start")
 
     def _spawn(self, rec: ContainerRecord, p: Paths,
-               before_start: Callable[[], None] | None = None) -> int:
-        """Create the container under its shim, run before_start, start it; its pid."""
+               before_start: Callable[[int], None] | None = None) -> int:
+        """Create the container under its shim, run before_start(pid), start it; its pid."""
         from pyrt.containers.shim_client import ShimClient
 
         pid = self._create_native(rec, p)
@@ -529,7 +529,7 @@ class ContainerService:
         if line.startswith("created "):
             try:
                 if before_start is not None:  # the network is ready before the process
-                    before_start()
+                    before_start(int(line.split()[1]))  # (its namespaces are made)
                 ShimClient(p.shim).start()
             except PyrtError as e:
                 line = f"error start: {e}"

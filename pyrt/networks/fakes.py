@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 
 from pyrt.errors import SystemError_
-from pyrt.networks.netlink import EndpointLink, LinkInfo
+from pyrt.networks.netlink import EndpointLink, LinkInfo, process_netns
 from pyrt.networks.nft import BridgeRules, PortRule
 
 
@@ -20,6 +20,14 @@ class FakeLinks:
         self.endpoints: dict[str, EndpointLink] = {}  # host ifname -> endpoint
         self.routes = [ipaddress.IPv4Network(n) for n in host_networks]
         self.closed = False
+        # containers' processes, each in a network namespace of its own (process_netns)
+        self.processes: set[int] = set()
+
+    def exit(self, pid: int) -> None:
+        """Process `pid` is gone: its namespace, and the veths in it, with it."""
+        self.processes.discard(pid)
+        for name in [n for n, e in self.endpoints.items() if e.netns == process_netns(pid)]:
+            del self.endpoints[name]
 
     def create_netns(self, path: str) -> None:
         if path in self.netns:
@@ -52,7 +60,8 @@ class FakeLinks:
     def add_endpoint(self, ep: EndpointLink) -> None:
         if ep.bridge not in self.bridges:
             raise SystemError_(f"bridge {ep.bridge} does not exist")
-        if ep.netns not in self.netns:
+        # a pinned one made here, or a process's (the runtime made it)
+        if ep.netns not in self.netns and ep.netns not in map(process_netns, self.processes):
             raise SystemError_(f"netns {ep.netns} does not exist")
         if ep.host_ifname in self.endpoints or ep.host_ifname in self.bridges:
             raise SystemError_(f"link {ep.host_ifname} exists")

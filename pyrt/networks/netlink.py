@@ -94,6 +94,12 @@ class LinkDriver(Protocol):
     def close(self) -> None: ...
 
 
+def process_netns(pid: int) -> str:
+    """The path of process `pid`'s network namespace (a container's, made by the runtime's
+    clone, is reached so until something pins it)."""
+    return f"/proc/{pid}/ns/net"
+
+
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
@@ -431,4 +437,5 @@ class NetlinkDriver:
             self._host_fd = -1
 
 
-__all__ = ["EndpointLink", "LinkDriver", "LinkInfo", "NetlinkDriver", "is_netns_mount"]
+__all__ = ["EndpointLink", "LinkDriver", "LinkInfo", "NetlinkDriver", "is_netns_mount",
+           "process_netns"]

@@ -14,19 +14,21 @@ gateway address, and one nftables chain in pyrt's table (pyrt.networks.nft).
 A container's place on networks is its rows of `endpoints`: made at create from
 HostConfig.NetworkMode ("bridge"/"default", a user network, "host", "none",
 "container:<name|id>") and NetworkingConfig.EndpointsConfig, or by connect. Every container
-that is neither "host", "none" nor "container:" mode runs in a network namespace pinned at
-<run_root>/netns/<id>; the spec joins it by that path, so the network is ready before the
-process exists and `container:<id>` joins the same file. A "none" container's namespace
-(only lo) is the runtime's, made in its clone: pinned at the same path only when something
-needs the path (a `container:` joiner, inspect's SandboxKey), which spares every such
-container a round trip through the netlink thread and the runtime an extra fork to join.
+that is neither "host" nor "container:" mode runs in a network namespace of its own that
+the runtime makes in its clone (lo is up in it). It is pinned at <run_root>/netns/<id> only
+when something needs a path that outlives a moment (a `container:<id>` joiner, inspect's
+SandboxKey: pin); the rest reach it through /proc/<pid>/ns/net of the container's process.
+That spares every start a round trip through the netlink thread to make and pin a
+namespace, the runtime the extra fork that joining one by path takes, and every stop the
+unmount. (A spec made before this joins the pinned path: setup still makes that one.)
 
-At start (setup) the namespace is made, each endpoint gets an address (the lowest free one
-of the network's range, or the one asked for), a veth pair (eth0, eth1... inside), the
-default route through the first network that has one, its published ports held on the
-host and DNATed; /etc/hosts and resolv.conf are rewritten (127.0.0.11, the embedded DNS,
-on user networks). When the container exits, stops or is removed (teardown) all of that
-goes and the addresses are released, as Docker does.
+At start (setup) each endpoint gets an address (the lowest free one of the network's range,
+or the one asked for) and its published ports are held on the host and DNATed, while
+/etc/hosts and resolv.conf are rewritten (127.0.0.11, the embedded DNS, on user networks);
+then, between the runtime's create and start (ready), a veth pair per endpoint (eth0,
+eth1... inside) goes into the new namespace, with the default route through the first
+network that has one, and the embedded DNS listens in it. When the container exits, stops
+or is removed (teardown) all of that goes and the addresses are released, as Docker does.
 
 Kernel objects exist only while needed: a network's bridge and rules come up at its
 create or first use and go at its removal, or when the engine closes and no running
@@ -61,7 +63,7 @@ from pyrt.errors import (
     SystemError_,
 )
 from pyrt.networks import ipam
-from pyrt.networks.netlink import EndpointLink, LinkDriver
+from pyrt.networks.netlink import EndpointLink, LinkDriver, process_netns
 from pyrt.networks.nft import BridgeRules, Firewall, PortRule
 
 if TYPE_CHECKING:
@@ -524,7 +526,8 @@ class NetworkService:
     def prepare(self, cid: str, host: HostConfig,
                 networking: Mapping[str, Any] | None = None) -> dict[str, str]:
         """At container create: its endpoints from NetworkMode and NetworkingConfig; the
-        namespace_paths for its spec ({"network": path}, or {} for host mode)."""
+        namespace_paths for its spec: {"network": path} for container:<id> mode, else {}
+        (a new namespace from the runtime's clone, or host mode's none)."""
         mode = self.network_mode(host.NetworkMode)
         eps = (networking or {}).get("EndpointsConfig") or {}
         if not isinstance(eps, Mapping):
@@ -566,7 +569,7 @@ class NetworkService:
             wanted.append((net, cfg or {}))
         for pos, (net, cfg) in enumerate(wanted):
             self._insert_endpoint(cid, net, cfg, pos)
-        return {"network": self.netns_path(cid)}
+        return {}  # the runtime's new namespace: its veths come between create and start
 
     def _insert_endpoint(self, cid: str, net: Network, cfg: Mapping[str, Any], pos: int
                          ) -> None:
@@ -602,13 +605,14 @@ class NetworkService:
 
     # -- start / stop ------------------------------------------------------------------
 
-    def setup(self, rec: ContainerRecord, etc_dir: Path) -> Callable[[], None]:
-        """Before the container's process exists: its namespace, addresses and host ports
-        (what can be refused: an address or a port in use). Returns `ready`, to call
-        before the process runs (after the runtime's create): the veths, routes, port
-        rules, etc files and DNS are made meanwhile on a thread of the service, so that
-        work overlaps the runtime's. On failure (here or in ready) everything made is
-        undone (teardown) and the error raised."""
+    def setup(self, rec: ContainerRecord, etc_dir: Path) -> Callable[[int], None]:
+        """Before the container's process exists: its addresses and host ports (what can be
+        refused: an address or a port in use); the port rules and etc files are made
+        meanwhile on a thread of the service, overlapping the runtime's create. Returns
+        `ready(pid)`, to call between the runtime's create and start with the container's
+        pid: the veths go into the network namespace its clone made (/proc/<pid>/ns/net:
+        the process waits on its exec fifo meanwhile), then the DNS. On failure (here or in
+        ready) everything made is undone (teardown) and the error raised."""
         mode = self.network_mode(rec.host_config.NetworkMode)
         if mode == "host":
             return _nothing
@@ -620,17 +624,19 @@ class NetworkService:
             self.pin(other["id"])
             return _nothing
         path = self.netns_path(rec.id)
-        if mode == "none" and path not in rec.spec_json:  # (specs before: they join the path)
-            if os.path.exists(path):  # a pin an engine killed meanwhile left
-                with contextlib.suppress(PyrtError):
-                    self.links.delete_netns(path)
+        # a spec made before the runtime made these namespaces joins the pinned path: that
+        # one is made here, before the create, as it was
+        joins_path = path in rec.spec_json
+        if os.path.exists(path) or joins_path:  # (a pin an engine killed meanwhile left)
+            with contextlib.suppress(PyrtError):
+                self.links.delete_netns(path)
+        if mode == "none" and not joins_path:
             return _nothing
         if mode != "none":
             self.get(mode)  # NotFound: removed while the container was stopped (as Docker)
         try:
-            with contextlib.suppress(PyrtError):
-                self.links.delete_netns(path)
-            self.links.create_netns(path)
+            if joins_path:
+                self.links.create_netns(path)
             if mode == "none":
                 return _nothing
             plan: list[tuple[Network, Endpoint, bool]] = []
@@ -645,15 +651,19 @@ class NetworkService:
                 plan.append((n, ep, want))
                 have_gateway = have_gateway or want
             self._hold_ports(rec)
-            fut = self._pool.submit(self._finish_setup, rec, etc_dir, plan)
+            fut = self._pool.submit(self._host_side, rec, etc_dir)
             self._pending[rec.id] = fut
         except BaseException:
             self.teardown(rec.id)
             raise
 
-        def ready() -> None:
+        def ready(pid: int) -> None:
             try:
                 fut.result()
+                netns = path if joins_path else process_netns(pid)
+                for n, ep, default_route in plan:
+                    self._link(netns, n, ep, default_route)
+                self._dns_add(rec.id, netns)
             except BaseException:
                 self.teardown(rec.id)
                 raise
@@ -664,44 +674,55 @@ class NetworkService:
 
     def pin(self, cid: str) -> str:
         """The path of a running container's network namespace (netns_path), bound there
-        first if the runtime made it (NetworkMode none). SystemError_ when the container's
-        process is gone."""
+        first from its process (the runtime made the namespace). SystemError_ when the
+        container's process is gone."""
         path = self.netns_path(cid)
         with self._pin_lock:
             if os.path.exists(path):
                 return path
-            row = self.db.query_one("SELECT pid FROM containers WHERE id = ?", (cid,))
-            pid = int(row["pid"]) if row is not None else 0
+            pid, fd = self._open_process_netns(cid)
             try:
-                fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                raise SystemError_(f"network namespace of container {cid}: process {pid}: "
-                                   f"{e.strerror}", e.errno) from None  # fmt: skip
-            try:
-                # the namespace is the container's only if the pid still is (not reused by
-                # another process since the row was read): its cgroup names the container
-                try:
-                    with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
-                        ours = cid in f.read()
-                except OSError:
-                    ours = False
-                if not ours:
-                    raise SystemError_(f"network namespace of container {cid}: its process "
-                                       f"{pid} is gone")  # fmt: skip
                 self.links.pin_netns(path, fd)
             finally:
                 os.close(fd)
         return path
 
-    def _finish_setup(self, rec: ContainerRecord, etc_dir: Path,
-                      plan: Sequence[tuple[Network, Endpoint, bool]]) -> None:
-        for n, ep, default_route in plan:
-            self._link(rec.id, n, ep, default_route)
+    def _open_process_netns(self, cid: str) -> tuple[int, int]:
+        """(pid, an fd of its network namespace) of running container `cid`'s process.
+        SystemError_ when the process is gone."""
+        row = self.db.query_one("SELECT pid FROM containers WHERE id = ?", (cid,))
+        pid = int(row["pid"]) if row is not None else 0
+        try:
+            fd = os.open(process_netns(pid), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SystemError_(f"network namespace of container {cid}: process {pid}: "
+                               f"{e.strerror}", e.errno) from None  # fmt: skip
+        # the namespace is the container's only if the pid still is (not reused by another
+        # process since the row was read)
+        if not _runs_in(pid, cid):
+            os.close(fd)
+            raise SystemError_(f"network namespace of container {cid}: its process {pid} is "
+                               "gone")  # fmt: skip
+        return pid, fd
+
+    def _netns_of(self, cid: str) -> str:
+        """A path to running container `cid`'s network namespace: its pin when it has one,
+        else its process's (checked to be the container's), which a bridge container's is
+        after a start. SystemError_ when the process is gone."""
+        path = self.netns_path(cid)
+        if os.path.exists(path):
+            return path
+        pid, fd = self._open_process_netns(cid)
+        os.close(fd)
+        return process_netns(pid)
+
+    def _host_side(self, rec: ContainerRecord, etc_dir: Path) -> None:
+        """What a start needs outside the container's namespace: its port rules and etc
+        files (on the service's pool while the runtime creates the container)."""
         rules = self._port_rules(rec.id)
         if rules:
             self.firewall.add_ports(rules)
         self._write_etc(rec, etc_dir)
-        self._dns_add(rec.id)
 
     def _address(self, cid: str, n: Network, ep: Endpoint) -> None:
         """The endpoint's address (and MAC), recorded."""
@@ -720,10 +741,11 @@ class NetworkService:
                             "container_id = ? AND network_id = ?", (ip, mac, cid, n.id))
         ep.ip_address, ep.mac_address = ip, mac
 
-    def _link(self, cid: str, n: Network, ep: Endpoint, default_route: bool) -> None:
-        """The endpoint's veth, address and (default_route) the default route through it."""
+    def _link(self, netns: str, n: Network, ep: Endpoint, default_route: bool) -> None:
+        """The endpoint's veth (its inner end in the namespace at path `netns`), address and
+        (default_route) the default route through it."""
         self.links.add_endpoint(EndpointLink(
-            netns=self.netns_path(cid), host_ifname=ep.host_ifname, ifname=ep.ifname,
+            netns=netns, host_ifname=ep.host_ifname, ifname=ep.ifname,
             bridge=n.bridge, mac=ep.mac_address, address=ep.ip_address,
             prefixlen=int(n.subnet.rsplit("/", 1)[1]),
             gateway=n.gateway if default_route else None, mtu=n.mtu,
@@ -826,8 +848,9 @@ class NetworkService:
             has_gw = any(e.ip_address and not self._internal(e.network_id)
                          for e in self._endpoints(container=cid))  # fmt: skip
             try:
+                netns = self._netns_of(cid)
                 self._address(cid, n, ep)
-                self._link(cid, n, ep, not (n.internal or has_gw))
+                self._link(netns, n, ep, not (n.internal or has_gw))
             except BaseException:
                 with contextlib.suppress(PyrtError):
                     self.links.delete_link(ep.host_ifname)
@@ -918,10 +941,11 @@ class NetworkService:
                                 reverse=self.resolve_address)
         return self._dns
 
-    def _dns_add(self, cid: str) -> None:
+    def _dns_add(self, cid: str, netns: str = "") -> None:
         """Register (or update) the container with the embedded DNS: while it is on a user
         network. Its own --dns servers are its upstreams; on internal networks only, it
-        gets no forwarding at all (names not ours: SERVFAIL)."""
+        gets no forwarding at all (names not ours: SERVFAIL). `netns`: the path of its
+        namespace, when the caller has it (found otherwise: _netns_of)."""
         nets = [n for n in (self._net_row(e.network_id) for e in self._endpoints(container=cid)
                             if e.ip_address) if n is not None and n.is_user]  # fmt: skip
         if not nets:
@@ -930,7 +954,7 @@ class NetworkService:
         row = self.db.query_one("SELECT host_config_json FROM containers WHERE id = ?", (cid,))
         own = json.loads(row["host_config_json"]).get("Dns") or [] if row is not None else []
         self._dns_server().add_container(
-            cid, self.netns_path(cid), upstreams=[(str(d), 53) for d in own] or None,
+            cid, netns or self._netns_of(cid), upstreams=[(str(d), 53) for d in own] or None,
             forward=any(not n.internal for n in nets))  # fmt: skip
         self._dns_members.add(cid)
 
@@ -1147,8 +1171,17 @@ class NetworkService:
             self.firewall.close()
 
 
-def _nothing() -> None:
+def _nothing(pid: int) -> None:
     return None
+
+
+def _runs_in(pid: int, cid: str) -> bool:
+    """Whether process `pid` is container `cid`'s: its cgroup names the container."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            return cid in f.read()
+    except OSError:
+        return False
 
 
 def _check_ip(ip: str) -> str:

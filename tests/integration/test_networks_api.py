@@ -234,7 +234,8 @@ def test_daemon_crash_leftovers_are_removed(tmp_path: Path) -> None:
             "80/tcp": [{"HostIp": "127.0.0.1"}]}})
         for cid in (keep, dies):
             assert d.api("POST", f"/containers/{cid}/start")[0] == 204
-        _, info = d.api("GET", f"/containers/{dies}/json")
+        d.api("GET", f"/containers/{keep}/json")  # (its SandboxKey pins its namespace)
+        _, info = d.api("GET", f"/containers/{dies}/json")  # (and so dies')
         port = int(info["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"])
         pid = int(info["State"]["Pid"])
         owner = str(tmp_path)

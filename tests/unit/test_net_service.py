@@ -4,7 +4,9 @@ root: the kernel work is what FakeLinks and FakeFirewall record."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +16,12 @@ import pytest
 
 from pyrt.containers.options import ContainerConfig, HostConfig
 from pyrt.containers.record import ContainerRecord
-from pyrt.errors import Conflict, Forbidden, InvalidArgument, NotFound
+from pyrt.errors import Conflict, Forbidden, InvalidArgument, NotFound, SystemError_
 from pyrt.events import EventBus
 from pyrt.metadata.db import Database
 from pyrt.networks.fakes import FakeFirewall, FakeLinks
 from pyrt.networks.ipam import Pool
+from pyrt.networks.netlink import process_netns
 from pyrt.networks.nft import PortRule
 from pyrt.networks.service import NetworkService, default_names, host_ifname
 
@@ -51,6 +54,7 @@ class World:
                         (IMAGE_ID, json.dumps({"config": {"ExposedPorts": {"8080/tcp": {}}}})))
         self.links, self.fw = FakeLinks(), FakeFirewall()
         self.dns: FakeDNS | None = None
+        self._pids = itertools.count(5_000_000)  # above any pid_max: no real process
         self.svc = self.open()
         self.etc = tmp / "etc"
         self.etc.mkdir()
@@ -60,10 +64,24 @@ class World:
             self.dns = FakeDNS(*a, **kw)
             return self.dns
 
-        return NetworkService(db=self.db, run_root=self.tmp / "run", events=EventBus(),
-                              links=self.links, firewall=self.fw,
-                              pools=[Pool("10.50.0.0/16", 24)], bridge_name="pyrttest0",
-                              dns_factory=factory, owner="pyrt:/test")  # fmt: skip
+        svc = NetworkService(db=self.db, run_root=self.tmp / "run", events=EventBus(),
+                             links=self.links, firewall=self.fw,
+                             pools=[Pool("10.50.0.0/16", 24)], bridge_name="pyrttest0",
+                             dns_factory=factory, owner="pyrt:/test")  # fmt: skip
+        # the containers' processes are the fake's (no /proc/<pid> to open): an fd that
+        # stands for the namespace while the process runs
+        svc._open_process_netns = self.open_process_netns  # type: ignore[method-assign]
+        return svc
+
+    def open_process_netns(self, cid: str) -> tuple[int, int]:
+        row = self.db.query_one("SELECT pid FROM containers WHERE id = ?", (cid,))
+        pid = int(row["pid"]) if row is not None else 0
+        if pid not in self.links.processes:
+            raise SystemError_(f"container {cid}: process {pid} is gone")
+        return pid, os.open(os.devnull, os.O_RDONLY)
+
+    def pid(self, cid: str) -> int:
+        return int(self.record(cid).pid)
 
     def container(self, name: str, host: dict[str, Any] | None = None,
                   networking: dict[str, Any] | None = None, **cfg: Any) -> ContainerRecord:
@@ -88,11 +106,16 @@ class World:
         return ContainerRecord.from_row(row)
 
     def start(self, rec: ContainerRecord) -> ContainerRecord:
-        self.svc.setup(rec, self.etc)()  # ready(): the second half done
-        self.db.execute("UPDATE containers SET state = 'running' WHERE id = ?", (rec.id,))
+        ready = self.svc.setup(rec, self.etc)
+        pid = next(self._pids)  # the runtime's create: a process in a new namespace
+        self.links.processes.add(pid)
+        ready(pid)  # the second half done, in that namespace
+        self.db.execute("UPDATE containers SET state = 'running', pid = ? WHERE id = ?",
+                        (pid, rec.id))  # fmt: skip
         return self.record(rec.id)
 
     def stop(self, rec: ContainerRecord) -> None:
+        self.links.exit(self.pid(rec.id))
         self.db.execute("UPDATE containers SET state = 'exited' WHERE id = ?", (rec.id,))
         self.svc.teardown(rec.id)
 
@@ -159,9 +182,11 @@ def test_setup_allocates_and_teardown_releases(w: World) -> None:
     ea = eps[host_ifname(a.id, w.svc.get("app").id)]
     assert (ea.address, ea.ifname, ea.gateway, ea.prefixlen) == ("10.50.0.2", "eth0",
                                                                  "10.50.0.1", 24)
-    assert ea.mac == "02:42:0a:32:00:02" and ea.netns == w.svc.netns_path(a.id)
+    # in the namespace the runtime made (its process's), not one made and pinned here
+    assert ea.mac == "02:42:0a:32:00:02" and ea.netns == process_netns(w.pid(a.id))
+    assert not w.links.netns and not (w.tmp / "run" / "netns" / a.id).exists()
     b_eps = sorted((e.ifname, e.address, e.gateway) for e in w.links.endpoints.values()
-                   if e.netns == w.svc.netns_path(b.id))  # fmt: skip
+                   if e.netns == process_netns(w.pid(b.id)))  # fmt: skip
     assert b_eps[0] == ("eth0", "10.50.0.3", "10.50.0.1") and b_eps[1][0] == "eth1"
     assert b_eps[1][2] is None  # one default route, through the first network
     assert w.svc.resolve_name(a.id, "bee") == ["10.50.0.3"]
@@ -171,6 +196,7 @@ def test_setup_allocates_and_teardown_releases(w: World) -> None:
     assert w.svc.resolve_name(a.id, "nosuch") is None
     assert w.svc.resolve_address(a.id, "10.50.0.3") == ["b.app"]
     assert w.dns is not None and set(w.dns.members) == {a.id, b.id}
+    assert w.dns.members[a.id]["path"] == process_netns(w.pid(a.id))
     assert w.dns.members[a.id]["forward"] is True
     settings = w.svc.settings(w.record(b.id))
     assert settings["Networks"]["app"]["Aliases"] == ["bee"]
@@ -239,6 +265,7 @@ def test_connect_disconnect_and_remove_rules(w: World) -> None:
     w.svc.connect("side", "r", aliases=["ar"])
     side = [e for e in w.links.endpoints.values() if e.bridge.startswith("br-")]
     assert len(side) == 1 and side[0].ifname == "eth1" and side[0].gateway is None
+    assert side[0].netns == process_netns(w.pid(rec.id))  # the running process's namespace
     with pytest.raises(Forbidden, match="active endpoints"):
         w.svc.remove("side")
     with pytest.raises(Forbidden, match="already exists"):
@@ -248,6 +275,36 @@ def test_connect_disconnect_and_remove_rules(w: World) -> None:
     with pytest.raises(Forbidden, match="not connected"):
         w.svc.disconnect("side", rec.id)
     w.svc.remove("side")
+
+
+def test_connect_to_a_container_whose_process_is_gone(w: World) -> None:
+    w.svc.create("late")
+    rec = w.start(w.container("r"))
+    w.links.exit(w.pid(rec.id))  # it exited; the engine has not recorded it yet
+    with pytest.raises(SystemError_, match="is gone"):
+        w.svc.connect("late", rec.id)
+    assert [e.network_id for e in w.svc._endpoints(container=rec.id)] == [
+        w.svc.get("bridge").id]  # the new endpoint undone, and nothing pinned
+    assert not w.links.netns
+
+
+def test_each_start_is_a_new_namespace_and_old_specs_join_the_pinned_one(w: World) -> None:
+    rec = w.container("r")
+    first = w.pid(w.start(rec).id)
+    w.stop(rec)
+    again = w.pid(w.start(rec).id)
+    assert first != again
+    assert [e.netns for e in w.links.endpoints.values()] == [process_netns(again)]
+    # a spec made before the runtime made these namespaces joins the path: made here
+    old = w.container("old")
+    path = w.svc.netns_path(old.id)
+    w.db.execute("UPDATE containers SET spec_json = ? WHERE id = ?", (json.dumps(
+        {"linux": {"namespaces": [{"type": "network", "path": path}]}}), old.id))
+    w.start(w.record(old.id))
+    assert path in w.links.netns
+    assert {e.netns for e in w.links.endpoints.values()} == {process_netns(again), path}
+    w.stop(w.record(old.id))
+    assert path not in w.links.netns and not os.path.exists(path)
 
 
 def test_only_internal_networks_get_no_forwarding(w: World) -> None:
@@ -265,6 +322,9 @@ def test_reconcile_and_close(w: World) -> None:
     live = w.start(w.container("live", {"NetworkMode": "keep",
                                         "PortBindings": {"80/tcp": [{}]}}))
     dead = w.start(w.container("dead", {"NetworkMode": "keep"}))
+    # inspect pinned dead's namespace; it exited while no engine ran: the pin kept the
+    # namespace, and its veth, alive
+    assert w.svc.settings(w.record(dead.id))["SandboxKey"] == w.svc.netns_path(dead.id)
     w.db.execute("UPDATE containers SET state = 'exited' WHERE id = ?", (dead.id,))
     for held in w.svc._held.values():  # the old engine's process is gone
         for h in held:
@@ -273,7 +333,10 @@ def test_reconcile_and_close(w: World) -> None:
     report = svc2.reconcile()
     assert report["netns"] == [dead.id] and report["restored"] == [live.id]
     assert report["links"] == [host_ifname(dead.id, svc2.get("keep").id)]
-    assert {e.netns for e in w.links.endpoints.values()} == {svc2.netns_path(live.id)}
+    live_ns = process_netns(w.pid(live.id))  # never pinned: reached through its process
+    assert {e.netns for e in w.links.endpoints.values()} == {live_ns}
+    assert w.dns is not None and w.dns.members[live.id]["path"] == live_ns  # DNS again
+    assert not (w.tmp / "run" / "netns" / live.id).exists()
     assert [p.ctr_port for p in w.fw.ports] == [80]
     assert live.id in svc2._held
     svc2.close()
