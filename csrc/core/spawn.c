@@ -183,6 +183,17 @@ static int write_file_at(int dirfd, const char *path, const char *value, pyrt_er
   return 0;
 }
 
+/* whether the process joins its cgroups itself (cgroup_self, cgroup_into): not from a new
+ * or joined user namespace (no right to the host's cgroup files) or cgroup namespace */
+static int joins_itself(const pyrt_spawn_config_t *cfg) {
+  if (cfg->new_ns & (CLONE_NEWUSER | CLONE_NEWCGROUP))
+    return 0;
+  for (size_t i = 0; i < cfg->n_join; i++)
+    if (cfg->join[i].nstype & (CLONE_NEWUSER | CLONE_NEWCGROUP))
+      return 0;
+  return 1;
+}
+
 static int openat2_in_root(int rootfd, const char *path, int flags, pyrt_error_t *err) {
   struct open_how how;
   memset(&how, 0, sizeof(how));
@@ -977,6 +988,10 @@ static void init_child(const pyrt_spawn_config_t *cfg, int syncfd) {
   close_detached_report();
   close_inherited_fds(cfg, syncfd, -1);
   child_wait_go(syncfd);
+  if (joins_itself(cfg))
+    for (size_t i = 0; i < cfg->n_cgroup_self; i++)
+      if (write_file_at(AT_FDCWD, cfg->cgroup_self[i], "0", &err) < 0)
+        child_fail(syncfd, &err);
   if ((cfg->new_ns & CLONE_NEWNET) && loopback_up(&err) < 0)
     child_fail(syncfd, &err);
 
@@ -1072,19 +1087,28 @@ static void exec_child(const pyrt_spawn_config_t *cfg, int syncfd, int rootfd) {
   finish_process(cfg, syncfd, -1, -1);
 }
 
-static pid_t clone3_fork(unsigned long long flags, pyrt_error_t *err) {
+/* clone3 into the cgroup v2 directory at cgroup_fd (CLONE_INTO_CGROUP) when it is >= 0 */
+static pid_t clone3_fork_into(unsigned long long flags, int cgroup_fd, pyrt_error_t *err) {
   struct clone_args args;
   memset(&args, 0, sizeof(args));
   args.flags = flags;
+  if (cgroup_fd >= 0) {
+    args.flags |= CLONE_INTO_CGROUP;
+    args.cgroup = (unsigned long long)cgroup_fd;
+  }
   /* with CLONE_PARENT the child inherits our exit signal; clone3 wants 0 then */
   args.exit_signal = (flags & CLONE_PARENT) ? 0 : SIGCHLD;
   long pid = syscall(SYS_clone3, &args, sizeof(args));
-  if (pid < 0 && errno == ENOSYS && (flags & CLONE_NEWTIME) == 0)
+  if (pid < 0 && errno == ENOSYS && (flags & CLONE_NEWTIME) == 0 && cgroup_fd < 0)
     pid = syscall(SYS_clone, (unsigned long)flags | ((flags & CLONE_PARENT) ? 0 : SIGCHLD), NULL,
                   NULL, NULL, 0);
   if (pid < 0)
     return pyrt_error_set(err, errno, "clone with namespaces 0x%llx", flags);
   return (pid_t)pid;
+}
+
+static pid_t clone3_fork(unsigned long long flags, pyrt_error_t *err) {
+  return clone3_fork_into(flags, -1, err);
 }
 
 /* Stage 1: join namespaces, create new ones, fork the real process with CLONE_PARENT. */
@@ -1158,12 +1182,26 @@ static int write_id_maps(pid_t pid, const pyrt_spawn_config_t *cfg, pyrt_error_t
   return 0;
 }
 
-static int join_cgroups(pid_t pid, const pyrt_spawn_config_t *cfg, pyrt_error_t *err) {
+/* the parent's part of the cgroup joins: cgroup_procs, and cgroup_self and cgroup_into
+ * when the process does not join them itself (cloned_into: CLONE_INTO_CGROUP was used) */
+static int join_cgroups(pid_t pid, const pyrt_spawn_config_t *cfg, int cloned_into,
+                        pyrt_error_t *err) {
   char v[32];
   snprintf(v, sizeof(v), "%d", (int)pid);
   for (size_t i = 0; i < cfg->n_cgroup_procs; i++)
     if (write_file_at(AT_FDCWD, cfg->cgroup_procs[i], v, err) < 0)
       return -1;
+  if (!joins_itself(cfg))
+    for (size_t i = 0; i < cfg->n_cgroup_self; i++)
+      if (write_file_at(AT_FDCWD, cfg->cgroup_self[i], v, err) < 0)
+        return -1;
+  if (cfg->cgroup_into != NULL && !cloned_into) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/cgroup.procs", cfg->cgroup_into) >= (int)sizeof(path))
+      return pyrt_error_set(err, ENAMETOOLONG, "cgroup %s", cfg->cgroup_into);
+    if (write_file_at(AT_FDCWD, path, v, err) < 0)
+      return -1;
+  }
   return 0;
 }
 
@@ -1186,7 +1224,20 @@ pid_t pyrt_spawn(const pyrt_spawn_config_t *cfg, pyrt_barrier_cb cb, void *cb_ar
     return pyrt_error_set(err, errno, "socketpair for the container sync channel");
 
   int two_stage = cfg->n_join > 0 || cfg->target_pid > 0 || (cfg->new_ns & CLONE_NEWTIME);
-  pid_t first = clone3_fork(two_stage ? 0 : (unsigned long long)cfg->new_ns, err);
+  /* straight into the v2 cgroup when the process is cloned here (one stage) */
+  int into_fd = -1;
+  if (cfg->cgroup_into != NULL && !two_stage && joins_itself(cfg))
+    into_fd = open(cfg->cgroup_into, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  pid_t first = clone3_fork_into(two_stage ? 0 : (unsigned long long)cfg->new_ns, into_fd, err);
+  if (first < 0 && into_fd >= 0) { /* a kernel before 5.7: the parent writes it below */
+    close(into_fd);
+    into_fd = -1;
+    pyrt_error_clear(err);
+    first = clone3_fork(two_stage ? 0 : (unsigned long long)cfg->new_ns, err);
+  }
+  int cloned_into = into_fd >= 0;
+  if (into_fd >= 0)
+    close(into_fd);
   if (first < 0) {
     close(sv[0]);
     close(sv[1]);
@@ -1231,7 +1282,7 @@ pid_t pyrt_spawn(const pyrt_spawn_config_t *cfg, pyrt_barrier_cb cb, void *cb_ar
     if (write_id_maps(pid, cfg, err) < 0)
       goto fail;
   }
-  if (join_cgroups(pid, cfg, err) < 0)
+  if (join_cgroups(pid, cfg, cloned_into, err) < 0)
     goto fail;
   if (send_msg(sync, MSG_GO, 0, 0, NULL) < 0) {
     pyrt_error_set(err, errno, "release the container process");

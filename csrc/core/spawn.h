@@ -51,6 +51,15 @@ typedef struct {
   pyrt_nsjoin_t *join; size_t n_join;
   char *uid_map, *gid_map;        /* written by the parent for a new user namespace */
   char **cgroup_procs; size_t n_cgroup_procs; /* the parent writes the pid into each */
+  /* cgroup v1 "tasks" files the process writes "0" into itself, first thing after the
+   * parent's go: a single-threaded task moving itself is spared the kernel's global
+   * threadgroup lock, whose writer waits for an RCU grace period while every fork and exit
+   * on the machine waits for it. The parent writes the pid into them instead when the
+   * process is in a new or joined user or cgroup namespace (pyrt_spawn_joins_itself). */
+  char **cgroup_self; size_t n_cgroup_self;
+  /* a cgroup v2 directory the process is cloned into (CLONE_INTO_CGROUP: no global lock
+   * either); the parent writes the pid into its cgroup.procs when that cannot be */
+  char *cgroup_into;
 
   /* rootfs (init mode only) */
   char *rootfs;                   /* absolute host path; NULL in exec mode */

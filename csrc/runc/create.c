@@ -1136,10 +1136,15 @@ static void check_spec(struct plan *pl) {
   sc->preserve_fds = pl->preserve_fds;
   sc->console_fd = -1;
   sc->stdio[0] = sc->stdio[1] = sc->stdio[2] = -1;
-  sc->cgroup_procs = xcalloc((size_t)pl->cg.ndirs + 1, sizeof(char *));
-  for (int k = 0; k < pl->cg.ndirs; k++)
-    sc->cgroup_procs[k] = xprintf("%s/cgroup.procs", pl->cg.dirs[k]);
-  sc->n_cgroup_procs = (size_t)pl->cg.ndirs;
+  /* the v1 directories the init joins itself (through "tasks": see pyrt_spawn_config_t),
+   * the hybrid host's v2 one it is cloned into */
+  sc->cgroup_self = xcalloc((size_t)pl->cg.ndirs + 1, sizeof(char *));
+  for (int k = 0; k < pl->cg.ndirs; k++) {
+    if (pl->cg.unified != NULL && strcmp(pl->cg.dirs[k], pl->cg.unified) == 0)
+      sc->cgroup_into = pl->cg.dirs[k];
+    else
+      sc->cgroup_self[sc->n_cgroup_self++] = xprintf("%s/tasks", pl->cg.dirs[k]);
+  }
 }
 
 /* ---- state files ----------------------------------------------------------------------- */

@@ -615,3 +615,41 @@ def test_native_only_fails_instead_of_delegating(
     # without it, the same create is Python's, whose error it is
     res = both.c("create", "--bundle", str(missing), unique_id)
     assert res.returncode == 1 and "/no/such/program" in res.stderr, res.stderr
+
+
+def test_native_init_is_in_every_cgroup_of_its_spec(
+    both: Both, bundle_factory: BundleFactory, unique_id: str
+) -> None:
+    """The native create's init joins its v1 cgroups itself (writing 0 to each "tasks"
+    file: a task moving itself is spared the kernel's global threadgroup lock) and is
+    cloned into a v2 one (CLONE_INTO_CGROUP); in one stage (new namespaces) and in two
+    (a namespace joined by path), it is in every hierarchy's cgroup of its spec, as
+    Python's init is."""
+    holder = subprocess.Popen(["unshare", "--ipc", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{holder.pid}/ns/ipc") == os.readlink("/proc/self/ns/ipc"):
+            assert time.monotonic() < deadline, "unshare made no namespace"
+            time.sleep(0.01)
+        # no cgroup namespace: /proc/self/cgroup then shows the host's paths
+        new = [{"type": t} for t in ("pid", "mount", "uts", "network", "ipc")]
+        joined = [*new[:4], {"type": "ipc", "path": f"/proc/{holder.pid}/ns/ipc"}]
+        for namespaces in (new, joined):
+            b = bundle_factory(["/bin/cat", "/proc/self/cgroup"],
+                               **{"linux.namespaces": namespaces})  # fmt: skip
+            spec = json.loads((b / "config.json").read_text())
+            want = spec["linux"]["cgroupsPath"]
+            native = both.native("run", "--bundle", str(b), unique_id)
+            assert (native.returncode, native.stderr) == (0, ""), namespaces
+            lines = native.stdout.split()
+            hierarchies = [ln.split(":", 2) for ln in lines]
+            # every hierarchy the host mounts (v1 controllers, named ones, the v2 one)
+            with open("/proc/self/cgroup") as f:
+                host = {ln.split(":", 2)[1] for ln in f.read().split()}
+            assert {h[1] for h in hierarchies} == host, lines
+            assert all(h[2] == want for h in hierarchies), lines
+            py = both.python("run", "--bundle", str(b), unique_id)
+            assert (py.returncode, sorted(py.stdout.split())) == (0, sorted(lines))
+    finally:
+        holder.kill()
+        holder.wait()
