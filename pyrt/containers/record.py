@@ -5,12 +5,18 @@ Where a container's files live:
 
     <root>/containers/<id>/          persistent (survives a reboot)
         <id>-json.log                the json-file log the shim writes
-        etc/{hostname,hosts,resolv.conf}
-        fs/{upper,work,merged}       the overlay's writable layer and mount point
+        hostname, hosts, resolv.conf the files bind-mounted on the container's /etc
+        upper/, work/, merged/       the overlay's writable layer and mount point
     <run_root>/containers/<id>/      runtime state (gone after a reboot)
-        bundle/config.json           the OCI bundle
-        shim/                        the shim's state dir (shim.sock, exit.json, ...)
-    <run_root>/runtime/<id>/         the in-process runtime's state
+        config.json                  the OCI bundle is this directory
+        shim.sock, exit.json, ...    the shim's state (its state dir is this one too)
+    <run_root>/runtime/<id>/         the runtime's state (state.json, exec.fifo)
+
+One directory per container on each side, no subdirectories: every directory is a new
+inode per container, and on a journal-less ext4 each allocation scans past the inodes
+freed in the last seconds (benchmarks/README.md, engine run). Containers made before this
+layout keep theirs: a container whose directory holds etc/, fs/, bundle/ or shim/ is
+read through them (`Paths` looks once per property).
 """
 
 from __future__ import annotations
@@ -45,11 +51,13 @@ class Paths:
 
     @property
     def etc(self) -> Path:
-        return self.root / "etc"
+        """The directory of hostname, hosts and resolv.conf."""
+        return _legacy(self.root, "etc")
 
     @property
     def fs(self) -> Path:
-        return self.root / "fs"
+        """The directory of the overlay's upper/, work/ and merged/."""
+        return _legacy(self.root, "fs")
 
     @property
     def upper(self) -> Path:
@@ -61,11 +69,19 @@ class Paths:
 
     @property
     def bundle(self) -> Path:
-        return self.run / "bundle"
+        """The OCI bundle (config.json)."""
+        return _legacy(self.run, "bundle")
 
     @property
     def shim(self) -> Path:
-        return self.run / "shim"
+        """The shim's state directory (see pyrt.containers.shim_client)."""
+        return _legacy(self.run, "shim")
+
+
+def _legacy(base: Path, sub: str) -> Path:
+    """base/sub for a container made with the layout of subdirectories, else base."""
+    old = base / sub
+    return old if os.path.isdir(old) else base
 
 
 @dataclass

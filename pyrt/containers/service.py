@@ -375,7 +375,7 @@ class ContainerService:
 
         p = self.paths(rec.id)
         p.root.mkdir(mode=0o710)
-        p.run.mkdir(mode=0o710)
+        p.run.mkdir(mode=0o700)  # the bundle and the shim's state dir (see record.Paths)
         cfg, host = rec.config, rec.host_config
         self._mount_rootfs(rec, image.top_chain_id, p)
         extra_hosts = list(host.ExtraHosts)
@@ -404,7 +404,6 @@ class ContainerService:
             cgroup_parent=self.cgroup_parent, mounts_extra=mounts, namespace_paths=ns_paths,
             image_id=image.id,
         )  # fmt: skip
-        p.bundle.mkdir(mode=0o700)
         # not fsync'ed: the exec root does not outlive the machine (/run), and the spec is
         # in the database (spec_json) to be written again
         spec_json = json.dumps(spec)
@@ -477,8 +476,7 @@ class ContainerService:
         self.volumes.ensure_mounted(rec.id)  # a device volume a reboot unmounted
         if self.runtime._dir(rec.id).exists():
             self.runtime.delete(rec.id, force=True)
-        shutil.rmtree(p.shim, ignore_errors=True)
-        p.shim.mkdir(mode=0o700, parents=True)
+        _reset_shim_dir(p)
         started = now_rfc3339()
         # addresses and ports now; links, rules and files while the runtime creates
         net_ready = self.networks.setup(rec, p.etc) if self.networks is not None else None
@@ -587,8 +585,7 @@ class ContainerService:
         # pyrt-runc undid its create; a shim that failed after it leaves the container
         with contextlib.suppress(PyrtError, OSError):
             self.runtime.delete(rec.id, force=True)
-        shutil.rmtree(p.shim, ignore_errors=True)
-        p.shim.mkdir(mode=0o700, parents=True)
+        _reset_shim_dir(p)
         return None
 
     def _runc(self) -> str | None:
@@ -1516,6 +1513,16 @@ def _restart_at_boot(rec: ContainerRecord) -> bool:
     if policy == "always":
         return True
     return policy == "unless-stopped" and not rec.manually_stopped
+
+
+def _reset_shim_dir(p: Paths) -> None:
+    """The shim's state dir, emptied of a previous shim's files (the container's own run
+    directory; a container of the older layout has it as a shim/ subdirectory)."""
+    from pyrt.containers.shim_client import reset_state_dir
+
+    if p.shim != p.run:
+        shutil.rmtree(p.shim, ignore_errors=True)
+    reset_state_dir(p.shim)
 
 
 def _read_line_fd(fd: int, timeout: float) -> str:

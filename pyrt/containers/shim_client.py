@@ -41,6 +41,10 @@ EXIT_FILE = "exit.json"
 SHIM_PID_FILE = "shim.pid"
 INIT_PID_FILE = "init.pid"
 SHIM_LOG = "shim.log"
+CONSOLE_SOCKET = "console.sock"
+#: what a shim (and its runtime's --pid-file) writes in its state directory, temp files too
+STATE_FILES = (SOCKET_NAME, EXIT_FILE, SHIM_PID_FILE, INIT_PID_FILE, SHIM_LOG, CONSOLE_SOCKET,
+               f"{EXIT_FILE}.tmp", f"{SHIM_PID_FILE}.tmp", f"{INIT_PID_FILE}.tmp")  # fmt: skip
 
 # frame types (1 byte type, 4 bytes big-endian length, payload)
 STDIN, STDOUT, STDERR, EXIT, RESIZE, CLOSE_STDIN = 0, 1, 2, 3, 4, 5
@@ -188,6 +192,15 @@ class ShimConfig:
         if self.stdin:
             args.append("--stdin")
         return args
+
+
+def reset_state_dir(state_dir: Path) -> None:
+    """Ready state_dir for a new shim: made if missing, and a previous shim's files removed.
+    Only those: the directory may be shared (the engine's bundle, config.json, is there)."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in STATE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(state_dir / name)
 
 
 # ------------------------------------------------------------------ launching

@@ -102,7 +102,7 @@ def test_engine_sigkill_then_new_engine(envs: Engines) -> None:
 
 def _wait_exit_recorded(envs: Engines, cid: str) -> None:
     """The shim has written the exit record, closed its socket and gone."""
-    shim_dir = envs.run_root / "containers" / cid / "shim"
+    shim_dir = envs.run_root / "containers" / cid
     wait_for(lambda: (shim_dir / "exit.json").exists() and not (shim_dir / "shim.sock").exists(),
              10, "the exit record")
     wait_for(lambda: not _shim_alive(shim_dir), 10, "the shim to exit")
@@ -166,7 +166,7 @@ def test_always_policy_restarts_at_engine_start(envs: Engines) -> None:
 def test_half_made_containers_are_cleaned_up(envs: Engines) -> None:
     e = envs.open()
     cid = e.containers.create({"Image": IMAGE, "Cmd": ["true"]}, name="half")
-    merged = e.root / "containers" / cid / "fs" / "merged"
+    merged = e.root / "containers" / cid / "merged"
     assert os.path.ismount(merged)
     e.db.execute("UPDATE containers SET state = 'creating' WHERE id = ?", (cid,))
     # and a directory nobody records, with a mount of its own
