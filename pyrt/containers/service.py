@@ -275,6 +275,8 @@ class ContainerService:
         if chain is not None:
             with contextlib.suppress(PyrtError):
                 lowers = self.snapshots.lower_dirs(chain)
+                targets = self.snapshots.mount_targets(chain, create=False)
+                lowers = [str(targets), *lowers] if targets is not None else lowers
         return Container(rec, self.paths(rec.id), self.runtime, lowers)
 
     def _image_top_chain(self, image_id: str) -> str | None:
@@ -420,7 +422,7 @@ class ContainerService:
     def _mount_rootfs(self, rec: ContainerRecord, chain: str | None, p: Paths) -> None:
         from dataclasses import replace
 
-        mount = self.snapshots.prepare_container_rootfs(chain, p.fs)
+        mount = self.snapshots.prepare_container_rootfs(chain, p.fs, targets=True)
         p.merged.mkdir(mode=0o755, exist_ok=True)
         if rec.host_config.AutoRemove:
             # an --rm container's writable layer never outlives it (after a crash reconcile

@@ -8,9 +8,11 @@
 
 `prepare_container_rootfs` makes `upper/` and `work/` under dest_dir and describes the
 mount: source "overlay", fstype "overlay", options `lowerdir=<top>:...:<bottom>,
-upperdir=...,workdir=...`. An image with a single layer takes the fast path of one lower
-dir (still overlay, so the container has its writable layer); an image without layers gets
-an empty lower dir of its own (`dest_dir/empty`), since overlayfs needs at least one.
+upperdir=...,workdir=...`; with `targets` (a container's), the image's targets layer goes
+above its top when it has one (the mount points it lacks: SnapshotService.mount_targets).
+An image with a single layer takes the fast path of one lower dir (still overlay, so the
+container has its writable layer); an image without layers gets an empty lower dir of its
+own (`dest_dir/empty`), since overlayfs needs at least one.
 
 The page limit. mount(2) copies its data argument into one page (4096 bytes), and a
 snapshot's absolute path is ~100 bytes, so about 40 layers would overflow. When the
@@ -168,8 +170,10 @@ def build_options(lowerdirs: Sequence[str], upperdir: str, workdir: str,
 
 
 def prepare_container_rootfs(snapshots: SnapshotService, chain_id: str | None,
-                             dest_dir: str | os.PathLike[str]) -> RootfsMount:
-    """Create dest_dir/upper and dest_dir/work and describe the overlay (see module doc)."""
+                             dest_dir: str | os.PathLike[str], *,
+                             targets: bool = False) -> RootfsMount:
+    """Create dest_dir/upper and dest_dir/work and describe the overlay (see module doc);
+    with `targets`, the image's targets layer goes on top of its lower dirs."""
     dest = Path(os.path.abspath(os.fspath(dest_dir)))
     _check_path(str(dest), "directory")
     dest.mkdir(parents=True, exist_ok=True)
@@ -188,16 +192,49 @@ def prepare_container_rootfs(snapshots: SnapshotService, chain_id: str | None,
             if not os.path.isdir(d):
                 raise FailedPrecondition(f"snapshot directory {d} is missing")
             _check_path(d, "lower dir")
+        top = snapshots.mount_targets(chain_id) if targets else None
+        if top is not None:
+            lowers.insert(0, str(top))
     options = build_options(lowers, str(upper), str(work))
     mount = RootfsMount(tuple(lowers), str(upper), str(work), options)
     if len(mount.data.encode()) <= MOUNT_DATA_LIMIT or not chain:
         return mount
     relative = [os.path.relpath(snapshots.short_link(c), snapshots.dir) for c in chain]
+    if len(lowers) > len(chain):  # the targets layer
+        relative.insert(0, os.path.relpath(lowers[0], snapshots.dir))
     for c in chain:
         snapshots._make_link(c)  # reconcile() makes them too; be sure before relying on them
     return replace(mount, options=build_options(lowers, str(upper), str(work),
                                                  relative_lowers=relative),
                    cwd=str(snapshots.dir))
+
+
+def missing_paths(lowers: Sequence[str], dirs: Sequence[str], files: Sequence[str]
+                  ) -> list[tuple[str, bool, os.stat_result | None]]:
+    """What a layer above the lower stack (top first) needs so that `dirs` and `files`
+    (relative paths) exist: (path, is a directory, the stack's own directory there or
+    None), parents first. A directory the stack has is listed only as the parent of a
+    missing path (with its stat, for the new layer to copy its mode and owner: overlayfs
+    shows the topmost layer's); a path under something that is there but is no directory
+    (a symlink, say) is left alone, never shadowed."""
+    plan: dict[str, tuple[bool, os.stat_result | None]] = {}
+    for rel, is_dir in [*((d, True) for d in dirs), *((f, False) for f in files)]:
+        parts = rel.split("/")
+        have: list[tuple[str, os.stat_result]] = []  # the stack's directories above rel
+        for depth in range(1, len(parts) + 1):
+            sub = "/".join(parts[:depth])
+            top, _ = _resolve(lowers, parts[:depth])
+            if top is None:
+                for d, st in have:
+                    plan.setdefault(d, (True, st))
+                for k in range(depth, len(parts)):
+                    plan.setdefault("/".join(parts[:k]), (True, None))
+                plan.setdefault(rel, (is_dir, None))
+                break
+            if depth == len(parts) or not stat.S_ISDIR(top.st_mode):
+                break
+            have.append((sub, top))
+    return [(rel, d, st) for rel, (d, st) in plan.items()]
 
 
 # -- docker diff ------------------------------------------------------------------------------

@@ -4,10 +4,19 @@ Layout under `root` (the engine's state directory):
 
     snapshots/<chain-hex>/fs        one layer's files, in overlay form (whiteouts are 0/0
                                     char devices, opaque dirs carry trusted.overlay.opaque)
+    snapshots/<chain-hex>/targets   for a stack topped by this snapshot: the mount points
+                                    every container gets that the stack lacks (/etc/hosts,
+                                    /proc, ...), empty; made once, by `mount_targets`
     snapshots/l/<short>             symlink -> ../<chain-hex>/fs (16 hex digits), so an
                                     overlay mount can name many lowers in one page
     snapshots/tmp/<random>/fs       an unpack in progress (or a removal in progress)
     snapshots/locks/<chain-hex>/    flock'd while one chain id is unpacked or removed
+
+The targets layer is docker's init layer, shared: it goes on top of a container's lower
+dirs, so the runtime finds its mount points there instead of making them in each
+container's writable layer (an overlay copy-up: new inodes and work per container), and
+`docker diff` and commit, which read the writable layer, never show them. It goes with the
+snapshot's directory.
 
 A snapshot holds only its own layer's diff; the stack is read through overlayfs with the
 `lower_dirs(chain_id)` of the top snapshot (top first). Rows live in the `snapshots` table
@@ -38,6 +47,7 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -57,6 +67,10 @@ if TYPE_CHECKING:
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 SHORT_ID_LEN = 16
+TARGETS_DIR = "targets"
+#: the mount points of specgen's default mounts and etc files (relative to the rootfs)
+MOUNT_TARGET_DIRS = ("dev", "proc", "sys")
+MOUNT_TARGET_FILES = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,8 @@ class SnapshotService:
             d.mkdir(parents=True, exist_ok=True)
         self._pins: Counter[str] = Counter()
         self._pins_lock = threading.Lock()
+        # chain ids whose stack lacks no mount point (a stack never changes: nor does that)
+        self._no_targets: set[str] = set()
         if reconcile:
             self.reconcile()
 
@@ -225,6 +241,46 @@ class SnapshotService:
     def lower_dirs(self, chain_id: str) -> builtins.list[str]:
         """Absolute fs dirs of the stack ending at `chain_id`, top first (overlay order)."""
         return [str(s.path) for s in self.chain(chain_id)]
+
+    def mount_targets(self, chain_id: str, *, create: bool = True) -> Path | None:
+        """The targets layer of the stack topped by chain_id (see the module doc), made now
+        if missing and `create`; None when the stack lacks no mount point (or, without
+        `create`, when the layer has not been made)."""
+        if chain_id in self._no_targets:
+            return None
+        d = self.snapshot_dir(chain_id) / TARGETS_DIR
+        if d.is_dir():
+            return d
+        if not create:
+            return None
+        from pyrt.snapshots.overlay import missing_paths
+
+        plan = missing_paths(self.lower_dirs(chain_id), MOUNT_TARGET_DIRS, MOUNT_TARGET_FILES)
+        if not plan:
+            self._no_targets.add(chain_id)
+            return None
+        work = self.tmp / f"targets-{uuid.uuid4().hex[:12]}"
+        work.mkdir(mode=0o755)
+        try:
+            for rel, is_dir, _ in plan:
+                if is_dir:
+                    os.mkdir(work / rel, 0o755)
+                else:
+                    os.close(os.open(work / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                     | os.O_CLOEXEC, 0o644))  # fmt: skip
+            for rel, _, mirror in reversed(plan):  # children first: their mkdir sets mtimes
+                if mirror is not None:  # the image's own directory: as it shows it
+                    os.chown(work / rel, mirror.st_uid, mirror.st_gid)
+                    os.chmod(work / rel, stat.S_IMODE(mirror.st_mode))
+                    os.utime(work / rel, ns=(mirror.st_atime_ns, mirror.st_mtime_ns))
+            os.rename(work, d)  # complete when visible; a concurrent maker's wins
+        except OSError as e:
+            if e.errno not in (errno_mod.EEXIST, errno_mod.ENOTEMPTY) or not d.is_dir():
+                raise SystemError_(f"snapshot {chain_id}: mount targets layer: {e}",
+                                   e.errno) from None  # fmt: skip
+        finally:
+            _rmtree(work)  # gone already after a successful rename
+        return d
 
     # -- creating --------------------------------------------------------------------------
     def ensure(self, chain_id: str, parent_chain_id: str | None, diff_id: str,
@@ -456,7 +512,8 @@ class SnapshotService:
 
     # -- overlay ---------------------------------------------------------------------------
     def prepare_container_rootfs(self, chain_id: str | None,
-                                 dest_dir: str | os.PathLike[str]) -> RootfsMount:
+                                 dest_dir: str | os.PathLike[str], *,
+                                 targets: bool = False) -> RootfsMount:
         from pyrt.snapshots.overlay import prepare_container_rootfs
 
-        return prepare_container_rootfs(self, chain_id, dest_dir)
+        return prepare_container_rootfs(self, chain_id, dest_dir, targets=targets)

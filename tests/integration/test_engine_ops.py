@@ -333,6 +333,23 @@ def test_export_and_changes(engine: Engine) -> None:
     assert ev is not None and ev["Action"] == "export"
 
 
+def test_mount_points_come_from_the_images_targets_layer(engine: Engine) -> None:
+    """The busybox image has no /etc/hosts nor /etc/resolv.conf: their mount points are in
+    the image's shared targets layer, not made in each container's writable layer."""
+    svc = engine.containers
+    cid = sleeper(engine, Hostname="tgt")
+    p = svc.paths(cid)
+    assert os.listdir(p.upper) == []
+    assert sh(engine, cid, "cat /etc/hostname; grep -c tgt /etc/hosts") == b"tgt\n1\n"
+    lower = svc.inspect(cid)["GraphDriver"]["Data"]["LowerDir"].split(":")
+    assert lower[0].endswith("/targets") and os.path.isfile(lower[0] + "/etc/hosts")
+    sh(engine, cid, "echo x > /etc/added")
+    assert svc.changes(cid) == [{"Path": "/etc", "Kind": 0}, {"Path": "/etc/added", "Kind": 1}]
+    other = sleeper(engine)  # the layer is shared, not made again
+    assert svc.inspect(other)["GraphDriver"]["Data"]["LowerDir"].split(":")[0] == lower[0]
+    assert os.listdir(svc.paths(other).upper) == []
+
+
 # ------------------------------------------------------------------ commit / top / stats
 
 

@@ -347,3 +347,52 @@ def test_diff_whiteouts_opaque_dirs_and_lower_whiteouts(svc: SnapshotService, tm
                    "C /keep/k2", "A /newdir", "A /newdir/deep"]
     # without lowers everything in upper is new (whiteouts still deletions)
     assert Change("/gone", "D") in diff(upper)
+
+
+def test_mount_targets_layer_holds_only_what_the_image_lacks(
+        svc: SnapshotService, tmp_path: Path, mounts: list[RootfsMount]) -> None:
+    layers = Layers(tmp_path / "blobs")
+    # /etc exists with hostname; /proc exists; /sys is a symlink (left alone, not shadowed)
+    chain = stack(svc, layers, [{"etc/hostname": b"img\n", "proc/.keep": b""},
+                                {"bin/sh": b"x"}])
+    os.symlink("proc", svc.fs_path(chain[1]) / "sys")
+    image_etc = svc.fs_path(chain[0]) / "etc"
+    os.chmod(image_etc, 0o750)
+    os.chown(image_etc, 0, 12)
+    os.utime(image_etc, ns=(1_000_000_000, 2_000_000_000))
+    targets = svc.mount_targets(chain[-1])
+    assert targets == svc.snapshot_dir(chain[-1]) / "targets"
+    found = sorted(str(p.relative_to(targets)) for p in targets.rglob("*"))
+    assert found == ["dev", "etc", "etc/hosts", "etc/resolv.conf"]
+    assert (targets / "etc" / "hosts").stat().st_size == 0
+    assert svc.mount_targets(chain[-1]) == targets  # made once
+    assert svc.mount_targets(chain[0], create=False) is None  # not made for another top
+    rootfs = svc.prepare_container_rootfs(chain[-1], tmp_path / "c1", targets=True)
+    mounts.append(rootfs)
+    assert rootfs.lowerdirs == (str(targets), *svc.lower_dirs(chain[-1]))
+    merged = tmp_path / "c1" / "merged"
+    merged.mkdir()
+    rootfs.mount(merged)
+    assert sorted(os.listdir(merged / "etc")) == ["hostname", "hosts", "resolv.conf"]
+    assert (merged / "etc" / "hostname").read_bytes() == b"img\n"
+    st = os.stat(merged / "etc")  # the image's /etc as it was, though the layer is on top
+    assert (st.st_mode & 0o7777, st.st_gid, st.st_mtime_ns) == (0o750, 12, 2_000_000_000)
+    assert os.path.islink(merged / "sys") and (merged / "dev").is_dir()
+    # nothing of it is in the writable layer: docker diff and commit do not see it
+    rootfs.unmount()
+    assert os.listdir(tmp_path / "c1" / "upper") == []
+    assert rootfs.diff() == []
+    # it goes with the snapshot
+    assert chain[-1] in svc.remove_unused()
+    assert not targets.exists()
+
+
+def test_mount_targets_none_when_nothing_lacks(svc: SnapshotService, tmp_path: Path) -> None:
+    layers = Layers(tmp_path / "blobs")
+    files = {p: b"" for p in ("etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/.k",
+                              "proc/.k", "sys/.k")}
+    chain = stack(svc, layers, [files])
+    assert svc.mount_targets(chain[0]) is None
+    assert not (svc.snapshot_dir(chain[0]) / "targets").exists()
+    rootfs = svc.prepare_container_rootfs(chain[0], tmp_path / "c1", targets=True)
+    assert rootfs.lowerdirs == tuple(svc.lower_dirs(chain[0]))
