@@ -29,6 +29,8 @@
  *   shim.pid     the shim's pid            init.pid   the container's init pid
  *   shim.sock    commands and attach       exit.json  written (tmp + rename) at exit
  *   console.sock (tty only, during create) shim.log   the shim's own stderr (by the caller)
+ * It may hold other files (the engine's bundle, config.json, is there): the shim touches
+ * only these, and removes a socket only while it is its own.
  *
  * Protocol on shim.sock: the client sends one command line; the shim answers one line,
  * "ok[ <json>]\n" or "err <message>\n", and closes, except for attach.
@@ -240,6 +242,7 @@ static struct client *clients[MAX_CLIENTS];
 static struct op ops[MAX_OPS];
 static shim_log_t logw;
 static int sigfd = -1, listen_fd = -1;
+static ino_t listen_ino; /* shim.sock's inode: finish() removes the socket only while ours */
 static int out_fd[3] = {-1, -1, -1}; /* [1] stdout or pty master, [2] stderr */
 static int stdin_fd = -1, stdin_close_pending;
 static char stdin_buf[STDIN_BUF];
@@ -1106,11 +1109,12 @@ static void create_container(void) {
       snprintf(why, sizeof(why), "killed by signal %d", WTERMSIG(status));
     else
       snprintf(why, sizeof(why), "exit status %d", WEXITSTATUS(status));
+    /* before the report: the state dir is the container's run dir, which the engine
+     * reuses at once (its next create could bind a console.sock of its own there) */
+    unlink("console.sock");
     dprintf(2, "pyrt-shim: runtime create failed (%s): %s\n", why, capture);
     if (opt.ready_fd >= 0)
       dprintf(opt.ready_fd, "error runtime create failed (%s): %s", why, capture);
-    unlink("console.sock");
-    unlink("shim.sock");
     _exit(1);
   }
   if (capture_len)
@@ -1180,7 +1184,11 @@ static void finish(void) {
   shimlog_close(&logw);
   write_exit_file();
   close(listen_fd);
-  unlink("shim.sock");
+  /* the engine may start the container again in this directory once exit.json is there:
+   * a new shim's socket is not ours to remove */
+  struct stat st;
+  if (stat("shim.sock", &st) == 0 && st.st_ino == listen_ino)
+    unlink("shim.sock");
   for (int i = 0; i < MAX_CLIENTS; i++) {
     struct client *c = clients[i];
     if (!c)
@@ -1284,6 +1292,9 @@ int main(int argc, char **argv) {
     create_container();
   find_oom_file();
   listen_fd = listen_unix("shim.sock");
+  struct stat sock_st;
+  if (stat("shim.sock", &sock_st) == 0)
+    listen_ino = sock_st.st_ino;
   if (opt.ready_fd >= 0) {
     dprintf(opt.ready_fd, "created %d\n", (int)init_pid);
     close(opt.ready_fd);
