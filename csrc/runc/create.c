@@ -2,7 +2,7 @@
  *
  * The behaviour reproduced is Python's: pyrt/runtime/runtime.py (Runtime.create, run),
  * spec.py (validate_spec), translate.py (to_spawn_config), cgroups.py (open_cgroup,
- * V1Manager.create/apply) and state.py (state.json and fast.state as ContainerDir.write
+ * V1Manager.create/apply) and state.py (state.json with its fast lines, as ContainerDir.write
  * writes them). Python stays the reference and the fallback:
  *
  * - Everything is checked before the first side effect (the state directory). Anything
@@ -1125,7 +1125,7 @@ static void check_spec(struct plan *pl) {
   /* a pure cgroup v2 host: V2Manager, Python's */
   NEED(access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0);
   open_cgroup(&pl->cg, cgpath, pl->id);
-  NEED(cg_dir(&pl->cg, "freezer") != NULL); /* fast.state needs it */
+  NEED(cg_dir(&pl->cg, "freezer") != NULL); /* the fast lines need it */
   const jv_t *res = jget(lx, "resources");
   if (!jnone(res)) NEED(res->t == J_OBJ);
   check_resources(pl, lx, res);
@@ -1219,7 +1219,7 @@ static void record_json(buf_t *b, const struct plan *pl, const struct record *r)
   buf_puts(b, "}");
 }
 
-/* fast.state (state.fast_state_text) of a created container */
+/* the fast lines (state.fast_state_text) of a created container's state.json */
 static void fast_text(buf_t *b, const struct plan *pl, const struct record *r) {
   const jv_t *ver = jget(pl->spec, "ociVersion"), *ann = jget(pl->spec, "annotations");
   buf_t head = {0}, tail = {0};
@@ -1264,17 +1264,13 @@ static void fast_text(buf_t *b, const struct plan *pl, const struct record *r) {
   buf_puts(b, "\n");
 }
 
-/* ContainerDir.write: state.json, then fast.state (none while creating) */
+/* ContainerDir.write: state.json, the fast lines (none while creating) then the record */
 static int write_state(const char *cdir, const struct plan *pl, const struct record *r) {
   buf_t b = {0};
+  if (strcmp(r->status, "creating") != 0) fast_text(&b, pl, r);
   record_json(&b, pl, r);
   if (b.bad || atomic_write(cdir, "state.json", b.p, b.len, 0600) < 0) return -1;
   free(b.p);
-  if (strcmp(r->status, "creating") == 0) return 0;
-  buf_t f = {0};
-  fast_text(&f, pl, r);
-  if (f.bad || atomic_write(cdir, "fast.state", f.p, f.len, 0600) < 0) return -1;
-  free(f.p);
   return 0;
 }
 

@@ -4,8 +4,8 @@
  * and the benchmarks run one pyrt-runc process per lifecycle step (create, start, state,
  * kill, delete). A Python process costs ~15 ms before it runs a line of ours and ~10 ms
  * more to import the runtime; runc does a whole container in ~56 ms. So the hot, simple
- * commands are answered here, natively, from <root>/<id>/fast.state (written by
- * pyrt.runtime.state.ContainerDir.write next to state.json):
+ * commands are answered here, natively, from the lines <root>/<id>/state.json starts
+ * with (pyrt.runtime.state.fast_state_text, before the record; ContainerDir.write):
  *
  *   state             the live status (created / running / paused / stopped)
  *   start             open exec.fifo, take the byte, mark the record running
@@ -16,7 +16,7 @@
  *
  * Everything else -- every other command, every flag this file does not know, every
  * error, every case that is not the plain one (a container still creating, hooks, a
- * missing or unusable fast.state) -- is handed to the Python implementation by exec'ing
+ * state.json without those lines or marked unusable) -- is handed to the Python implementation by exec'ing
  * `<dir of this binary>/python3 -P -c "...cli.main()" <same argv>`. Errors are therefore
  * always reported by Python, with the same text and exit status; this file only ever
  * succeeds or delegates (one exception: `run` reports a state.json it cannot rewrite after
@@ -225,7 +225,7 @@ int atomic_write(const char *dir, const char *name, const char *data, size_t len
   return 0;
 }
 
-/* ---- fast.state ------------------------------------------------------------------------ */
+/* ---- the fast lines of state.json ------------------------------------------------------ */
 
 struct fast {
   int creating;
@@ -251,10 +251,12 @@ static char *next_line(char **p, char *end) {
   return s;
 }
 
-/* 0 on success; -1 when the file is missing, malformed or marked unusable. */
+/* 0 on success; -1 when the file is missing, malformed, marked unusable, or has no fast
+ * lines (a record still creating, or one an older pyrt wrote). The record that follows
+ * them is not read here. */
 static int read_fast(const char *cdir, struct fast *f) {
   char path[PATH_MAX];
-  if ((size_t)snprintf(path, sizeof path, "%s/fast.state", cdir) >= sizeof path) return -1;
+  if ((size_t)snprintf(path, sizeof path, "%s/state.json", cdir) >= sizeof path) return -1;
   size_t len;
   char *buf = read_file(path, &len);
   if (buf == NULL) return -1;
@@ -384,7 +386,7 @@ struct ctr {
   struct fast f;
 };
 
-/* Opens <root>/<id> and reads fast.state; delegates on anything unexpected. */
+/* Opens <root>/<id> and reads its fast lines; delegates on anything unexpected. */
 static void load(const char *root, const char *id, struct ctr *c, int lock) {
   if (!id_ok(id)) delegate();
   if ((size_t)snprintf(c->dir, sizeof c->dir, "%s/%s", root, id) >= sizeof c->dir) delegate();
@@ -422,7 +424,8 @@ static int cmd_state(const char *root, const char *id) {
 }
 
 /* state.json: the record's "status":"created" becomes "status":"running", as
- * Runtime.start writes it. The needle follows the record's "id", which is plain ASCII. */
+ * Runtime.start writes it. The needle follows the record's "id", which is plain ASCII; the
+ * fast lines before the record (indented JSON, `"id": "..."`) cannot hold it. */
 static int mark_running(struct ctr *c, const char *id) {
   char path[SUBPATH_MAX];
   snprintf(path, sizeof path, "%s/state.json", c->dir);

@@ -1,8 +1,11 @@
 """On-disk state of pyrt-runc containers: one directory per container under the root.
 
-    <root>/<id>/state.json   written atomically (temp file, rename)
-    <root>/<id>/fast.state   the same facts for the C front end (csrc/runc/main.c), in
-                             plain lines; rewritten with every state.json
+    <root>/<id>/state.json   written atomically (temp file, rename): the record as JSON,
+                             on one line; once the container is created, after the lines
+                             of fast_state_text, the same facts for the C front end
+                             (csrc/runc/main.c) -- one file, so one new inode per write
+                             (pyrt before 2026-11 wrote those lines to a fast.state of
+                             their own: a state.json of pure JSON is still read)
     <root>/<id>/exec.fifo    present between create and start
 
 Runtime state is not fsync'ed: it describes processes, which do not outlive a reboot, and
@@ -36,7 +39,6 @@ SIGKILL = 9
 SIGTERM = 15
 
 STATE_FILE = "state.json"
-FAST_FILE = "fast.state"
 FIFO_FILE = "exec.fifo"
 FAST_MAGIC = "pyrt-fast 1"
 
@@ -320,6 +322,8 @@ class ContainerDir:
                 raw = f.read()
         except FileNotFoundError:
             raise NotFound(f"container '{self.id}' does not exist") from None
+        if raw.startswith(FAST_MAGIC.encode()):
+            raw = raw[raw.rfind(b"\n") + 1 :]  # the record: the last line, after fast's
         try:
             data = json_loads(raw)
         except ValueError as e:
@@ -328,21 +332,15 @@ class ContainerDir:
             raise NotFound(f"container '{self.id}': state file is corrupt")
         return data
 
-    @property
-    def fast_path(self) -> str:
-        return os.path.join(self.path, FAST_FILE)
-
     def write(self, state: dict[str, Any]) -> None:
-        """Write state.json, then fast.state (the C front end's view of the same record).
+        """Write state.json: the C front end's lines (fast_state_text), then the record.
 
-        While the record says "creating" there is no fast.state: without one the C front
+        While the record says "creating" there are no such lines: without them the C front
         end hands every command to Python, which is what "creating 1" would make it do."""
-        atomic_write(self.state_path, json_dumps(state, separators=(",", ":")).encode(), 0o600)
-        if state.get("status") == "creating":
-            with suppress(FileNotFoundError):
-                os.unlink(self.fast_path)
-            return
-        atomic_write(self.fast_path, fast_state_text(state).encode(), 0o600)
+        record = json_dumps(state, separators=(",", ":"))  # one line: no raw newline
+        if state.get("status") != "creating":
+            record = fast_state_text(state) + record
+        atomic_write(self.state_path, record.encode(), 0o600)
 
     def fifo_exists(self) -> bool:
         return os.path.exists(self.fifo_path)
@@ -445,7 +443,8 @@ _PID_MARK = '"pid": 0,\n  "status": "\\u0000"'
 
 
 def fast_state_text(record: dict[str, Any]) -> str:
-    """fast.state: what csrc/runc/main.c needs to answer start/state/kill/delete alone.
+    """The lines state.json starts with: what csrc/runc/main.c needs to answer
+    start/state/kill/delete alone (the record follows them, on the last line).
 
     csrc/runc/create.c writes the same text (and the same state.json) for a container it
     creates natively; tests/integration/test_runc_fastpath.py checks that they agree.

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,7 +110,9 @@ def test_lifecycle_native_and_identical(
     b = bundle_factory(["/bin/sleep", "300"], **{"annotations": {"k": 'v é "q"\n'}})
     pid = both.create(unique_id, b, tmp_path)
     cdir = both.root / unique_id
-    assert (cdir / "fast.state").read_text().startswith("pyrt-fast 1\nusable 1\n")
+    # one file: the C front end's lines, then the record (no fast.state of their own)
+    assert (cdir / "state.json").read_text().startswith("pyrt-fast 1\nusable 1\n")
+    assert sorted(os.listdir(cdir)) == ["exec.fifo", "state.json"]
 
     st = json.loads(both.same("state", unique_id).stdout)
     assert st["status"] == "created" and st["pid"] == pid
@@ -120,7 +123,7 @@ def test_lifecycle_native_and_identical(
     assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
     assert not (cdir / "exec.fifo").exists()
     # the record is marked running, as Runtime.start writes it
-    assert json.loads((cdir / "state.json").read_text())["status"] == "running"
+    assert _record(cdir)["status"] == "running"
     st = json.loads(both.same("state", unique_id).stdout)
     assert st["status"] == "running" and st["pid"] == pid
 
@@ -144,7 +147,7 @@ def test_lifecycle_native_and_identical(
     both.same("kill", unique_id)  # stopped: Python's "not running"
 
     cgroups = [
-        line for line in (cdir / "fast.state").read_text().splitlines() if line.startswith("/")
+        line for line in (cdir / "state.json").read_text().splitlines() if line.startswith("/")
     ]
     assert cgroups and all(os.path.isdir(d) for d in cgroups)
     res = both.native("delete", unique_id)
@@ -184,12 +187,14 @@ def test_delegated_cases_still_work(
     # a created container's delete kills it: Python's work, handed over by the C binary
     assert both.native("delete", unique_id).returncode == 1
     both.same("state", unique_id)
-    (both.root / unique_id / "fast.state").unlink()  # e.g. made by an older pyrt
+    # a state.json of the record alone (as an older pyrt wrote it, beside a fast.state)
+    state = both.root / unique_id / "state.json"
+    state.write_text(json.dumps(_record(both.root / unique_id), separators=(",", ":")))
     assert both.native("state", unique_id).returncode == 1
     st = json.loads(both.same("state", unique_id).stdout)
     assert st["status"] == "created"
-    assert both.c("start", unique_id).returncode == 0  # rewrites fast.state
-    assert (both.root / unique_id / "fast.state").exists()
+    assert both.c("start", unique_id).returncode == 0  # rewrites it with the fast lines
+    assert state.read_text().startswith("pyrt-fast 1\n")
     _wait_gone(pid)
     deadline = time.monotonic() + 5
     while json.loads(both.c("state", unique_id).stdout)["status"] != "stopped":
@@ -327,6 +332,13 @@ def test_native_run_same_container_as_python(
         assert "lowered to" in native.stderr
 
 
+def _record(cdir: Path) -> dict[str, Any]:
+    """The record of a state.json: its last line (after the C front end's lines)."""
+    rec = json.loads((cdir / "state.json").read_text().rsplit("\n", 1)[-1])
+    assert isinstance(rec, dict)
+    return rec
+
+
 def _strip_volatile(state: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in state.items() if k not in ("pid", "pid_start", "created")}
 
@@ -334,7 +346,8 @@ def _strip_volatile(state: dict[str, object]) -> dict[str, object]:
 def test_native_create_writes_python_state(
     both: Both, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
 ) -> None:
-    """state.json and fast.state of a native create are what Runtime.create writes."""
+    """The state.json of a native create (fast lines and record) is what Runtime.create
+    writes."""
     b = bundle_factory(["/bin/true"], **{"annotations": {"k": 'v é "q"\n\U0001f600'}})
     # fields the runtime does not know are kept in the record as Python re-encodes them
     text = (b / "config.json").read_text()
@@ -359,12 +372,11 @@ def test_native_create_writes_python_state(
         assert res.returncode == 0, (tmp_path / f"{how}.err").read_text()
         pid = int(pid_file.read_text())
         cdir = both.root / unique_id
-        state = json.loads((cdir / "state.json").read_text())
+        state = _record(cdir)
         assert state["pid"] == pid and state["status"] == "created"
-        fast = (cdir / "fast.state").read_text().splitlines()
+        *fast, raw = (cdir / "state.json").read_text().split("\n")
         fast = [x for x in fast if not x.startswith(("pid ", "start ", '  "created"'))]
         # byte for byte, but for the pid, its start time and the creation time
-        raw = (cdir / "state.json").read_text()
         raw = re.sub(r'"pid":\d+,"pid_start":\d+', "", raw)
         raw = re.sub(r'"created":"[^"]*"', "", raw)
         got[how] = (_strip_volatile(state), fast, raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -308,3 +309,24 @@ def test_fast_state_unusable_cases() -> None:
     # creating, no pid start yet
     fields, _, _ = _fast_fields(fast_state_text(_record(status="creating", pid_start=None)))
     assert fields["creating"] == "1" and fields["start"] == "-"
+
+
+def test_state_json_holds_the_fast_lines_and_the_record(tmp_path: Path) -> None:
+    """One file per write: the fast lines, then the record on the last line; none while
+    creating; a state.json of the record alone (an older pyrt's) is still read."""
+    from pyrt.runtime.state import ContainerDir
+
+    cdir = ContainerDir(str(tmp_path), "c1")
+    assert cdir.make()
+    rec = _record(annotations={"k": "line\nbreak"})
+    cdir.write(rec)
+    assert os.listdir(cdir.path) == ["state.json"]
+    text = Path(cdir.state_path).read_text()
+    assert text.startswith(fast_state_text(rec)) and text.count("\n") == fast_state_text(
+        rec).count("\n")
+    assert cdir.read() == rec
+    creating = _record(status="creating", pid=0, pid_start=None)
+    cdir.write(creating)
+    assert json.loads(Path(cdir.state_path).read_text()) == creating == cdir.read()
+    Path(cdir.state_path).write_text(json.dumps(rec))  # as an older pyrt wrote it
+    assert cdir.read() == rec
