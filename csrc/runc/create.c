@@ -1378,13 +1378,21 @@ static int connect_console(const char *path) {
   return fd;
 }
 
-/* the pid file, written as Runtime._write_pid_file does */
+/* the pid file, written as Runtime._write_pid_file does: into it when it is a fifo or a
+ * pipe (/proc/self/fd/N: pyrt-shim's), else through a temp file and rename */
 static int write_pid_file(const char *path, pid_t pid) {
   char *abs = abspath(path);
-  char *slash = strrchr(abs, '/');
-  char *dir = slash == abs ? xstrdup("/") : xprintf("%.*s", (int)(slash - abs), abs);
   char text[24];
   int n = snprintf(text, sizeof text, "%d", (int)pid);
+  struct stat st;
+  if (stat(abs, &st) == 0 && S_ISFIFO(st.st_mode)) {
+    int fd = open(abs, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    int ok = fd >= 0 && write(fd, text, (size_t)n) == n;
+    if (fd >= 0) close(fd);
+    return ok ? 0 : -1;
+  }
+  char *slash = strrchr(abs, '/');
+  char *dir = slash == abs ? xstrdup("/") : xprintf("%.*s", (int)(slash - abs), abs);
   return atomic_write(dir, slash + 1, text, (size_t)n, 0644);
 }
 

@@ -20,14 +20,15 @@
  *
  * It daemonizes (fork, setsid, fork) unless --foreground, becomes a child subreaper, and
  * runs `RUNTIME --root ROOT create --bundle DIR --pid-file STATE/init.pid
- * [--console-socket console.sock] ID` with its own pipes as stdio (or, with --tty, receives
+ * [--console-socket console.sock] ID` (pyrt-runc: --pid-file /proc/self/fd/N, a pipe) with its own pipes as stdio (or, with --tty, receives
  * the pty master on STATE/console.sock). When the runtime exits the container's init is
  * reparented to the shim. The shim then writes "created <pid>\n" (or "error <text>") to
  * the ready fd, and serves STATE/shim.sock until the container has exited.
  *
  * State directory (everything an engine that restarts needs):
- *   shim.pid     the shim's pid            init.pid   the container's init pid
- *   shim.sock    commands and attach       exit.json  written (tmp + rename) at exit
+ *   shim.pid     the shim's pid            init.pid   the runtime's pid file, but for
+ *   shim.sock    commands and attach                  pyrt-runc, which gets a pipe
+ *   exit.json    written (tmp + rename) at exit       (the status command has the pid)
  *   console.sock (tty only, during create) shim.log   the shim's own stderr (by the caller)
  * It may hold other files (the engine's bundle, config.json, is there): the shim touches
  * only these, and removes a socket only while it is its own.
@@ -1023,10 +1024,21 @@ static void capture_read(int fd) {
 }
 
 /* Run the runtime's create with the container's stdio; sets init_pid or exits with the
- * runtime's messages on the ready fd. */
+ * runtime's messages on the ready fd. pyrt-runc (--exec-fifo) writes the pid into a pipe
+ * (a --pid-file that is a fifo gets the pid itself); another runtime writes init.pid. */
 static void create_container(void) {
   char pidfile[PATH_MAX + 16];
-  snprintf(pidfile, sizeof(pidfile), "%s/init.pid", state_abs);
+  int pid_pipe[2] = {-1, -1};
+  if (opt.exec_fifo) {
+    /* the write end without O_CLOEXEC: the runtime inherits it (its container marks its
+     * fds close-on-exec); ours is closed once the runtime runs */
+    if (pipe(pid_pipe) < 0 || fcntl(pid_pipe[0], F_SETFD, FD_CLOEXEC) < 0 ||
+        fcntl(pid_pipe[0], F_SETFL, O_NONBLOCK) < 0)
+      die("%s", "pipe", errno);
+    snprintf(pidfile, sizeof(pidfile), "/proc/self/fd/%d", pid_pipe[1]);
+  } else {
+    snprintf(pidfile, sizeof(pidfile), "%s/init.pid", state_abs);
+  }
   const char *av[16];
   int n = 0;
   av[n++] = opt.runtime;
@@ -1073,6 +1085,8 @@ static void create_container(void) {
   }
   if (pid < 0)
     die("fork %s", opt.runtime, errno);
+  if (pid_pipe[1] >= 0)
+    close(pid_pipe[1]);
   for (int i = 0; i < 2; i++)
     if (cap_fd[i] >= 0)
       set_nonblock(cap_fd[i]);
@@ -1121,13 +1135,16 @@ static void create_container(void) {
     dprintf(2, "pyrt-shim: runtime create said: %s\n", capture);
 
   char buf[32] = {0};
-  int fd = open("init.pid", O_RDONLY | O_CLOEXEC);
+  /* the pipe: one write, done before the runtime exited (the container, which holds the
+   * write end until it execs, keeps it from reaching EOF: one read, not until EOF) */
+  int fd = pid_pipe[0] >= 0 ? pid_pipe[0] : open("init.pid", O_RDONLY | O_CLOEXEC);
   ssize_t r = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
   if (fd >= 0)
     close(fd);
   init_pid = r > 0 ? (pid_t)strtol(buf, NULL, 10) : 0;
   if (init_pid <= 0)
-    die("%s: the runtime wrote no pid", "init.pid", r < 0 ? errno : 0);
+    die("%s: the runtime wrote no pid", pid_pipe[0] >= 0 ? "pid pipe" : "init.pid",
+        r < 0 ? errno : 0);
 
   if (opt.tty) {
     int m = receive_master(console_lfd);
@@ -1148,7 +1165,6 @@ static int receive_master(int lfd);
 /* Adopt mode: the container already exists as our child; take over its stdio. */
 static void adopt_container(void) {
   init_pid = (pid_t)opt.adopt_pid;
-  write_small("init.pid", (long)init_pid);
   if (opt.tty) {
     int m = receive_master(opt.console_fd);
     if (m < 0)

@@ -382,7 +382,10 @@ class ShimClient:
         return _read_int(self.state_dir / SHIM_PID_FILE)
 
     def init_pid(self) -> int:
-        return _read_int(self.state_dir / INIT_PID_FILE)
+        """The container's init: init.pid, the pid file of a runtime other than pyrt-runc
+        (which hands the shim its pid through a pipe), else the shim's status."""
+        path = self.state_dir / INIT_PID_FILE
+        return _read_int(path) if path.exists() else self.status().pid
 
     def shim_alive(self) -> bool:
         """True while the shim process of this state directory runs."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import select
+import stat
 import sys
 import time
 
@@ -209,7 +210,21 @@ def _connect_console(path: str) -> socket.socket:
 
 
 def _write_pid_file(path: str, pid: int) -> None:
+    """Into the file when it is a fifo or a pipe (/proc/self/fd/N: pyrt-shim's), else
+    through a temp file and rename."""
     path = os.path.abspath(path)
+    try:
+        if stat.S_ISFIFO(os.stat(path).st_mode):
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                os.write(fd, str(pid).encode())
+            finally:
+                os.close(fd)
+            return
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise SystemError_(f"pid file {path}: {e.strerror}", e.errno) from None
     try:
         atomic_write(path, str(pid).encode(), 0o644)
     except OSError as e:

@@ -598,7 +598,13 @@ def test_create_is_native_and_falls_back_to_python(engine: Engine) -> None:
     assert any(a.startswith("--pid=") for a in _shim_argv(engine, py))
     assert sorted(os.listdir(engine.runtime.root)) == sorted([".seccomp-cache", native, py])
     for cid in (native, py):
-        assert engine.containers.inspect(cid)["State"]["Running"]
+        state = engine.containers.inspect(cid)["State"]
+        assert state["Running"]
+        # one run directory: the bundle and the shim's files, no init.pid (pyrt-runc hands
+        # the shim the pid through a pipe; in process the shim is given it)
+        p = engine.containers.paths(cid)
+        assert sorted(os.listdir(p.run)) == ["config.json", "shim.pid", "shim.sock"]
+        assert engine.containers._client(cid).init_pid() == state["Pid"]
         engine.containers.kill(cid)
         assert engine.containers.wait(cid, timeout=30)["StatusCode"] == 137
         engine.containers.remove(cid)

@@ -388,6 +388,38 @@ def test_native_create_writes_python_state(
     assert got["native"] == got["python"]
 
 
+def test_pid_file_that_is_a_pipe_gets_the_pid(
+    both: Both, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
+) -> None:
+    """pyrt-shim hands pyrt-runc a pipe as --pid-file (/proc/self/fd/N): the pid is written
+    into it, natively and by Python, and no file is made for it."""
+    b = bundle_factory(["/bin/true"])
+    for how in ("native", "python"):
+        r, w = os.pipe()
+        try:
+            argv = ("create", "--bundle", str(b), "--pid-file", f"/proc/self/fd/{w}", unique_id)
+            if how == "native":
+                cmd = [str(both.exe), "--root", str(both.root), *argv]
+                env = {**both.env, "PYRT_RUNC_PYTHON": "/bin/false"}
+            else:
+                cmd = [*both.py, "--root", str(both.root), *argv]
+                env = {k: v for k, v in both.env.items() if k != "PYRT_RUNC_PYTHON"}
+            with open(tmp_path / f"{how}.err", "w") as err:
+                res = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=(w,),
+                                     stdout=subprocess.DEVNULL, stderr=err, timeout=60)  # fmt: skip
+            assert res.returncode == 0, (tmp_path / f"{how}.err").read_text()
+            os.set_blocking(r, False)
+            pid = int(os.read(r, 32))
+        finally:
+            os.close(r)
+            os.close(w)
+        assert _record(both.root / unique_id)["pid"] == pid
+        assert sorted(os.listdir(both.root / unique_id)) == ["exec.fifo", "state.json"]
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid)
+        assert both.native("delete", unique_id).returncode == 0
+
+
 def test_native_run_exit_status_detach_and_keep(
     both: Both, bundle_factory: BundleFactory, unique_id: str
 ) -> None:
