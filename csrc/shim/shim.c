@@ -26,10 +26,12 @@
  * the ready fd, and serves STATE/shim.sock until the container has exited.
  *
  * State directory (everything an engine that restarts needs):
- *   shim.pid     the shim's pid            init.pid   the runtime's pid file, but for
- *   shim.sock    commands and attach                  pyrt-runc, which gets a pipe
- *   exit.json    written (tmp + rename) at exit       (the status command has the pid)
- *   console.sock (tty only, during create) shim.log   the shim's own stderr (by the caller)
+ *   shim.sock    commands and attach       init.pid   the runtime's pid file, but for
+ *   exit.json    written (tmp + rename)               pyrt-runc, which gets a pipe
+ *                at exit                   shim.log   the shim's own stderr (by the caller)
+ *   console.sock (tty only, during create)
+ * No pid file: the shim runs while shim.sock takes connections (it stops listening once
+ * exit.json is written), and the status command tells both pids.
  * It may hold other files (the engine's bundle, config.json, is there): the shim touches
  * only these, and removes a socket only while it is its own.
  *
@@ -979,16 +981,6 @@ static int receive_master(int lfd) {
   return -1;
 }
 
-static void write_small(const char *name, long v) {
-  char tmp[PATH_MAX], buf[32];
-  snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-  int n = snprintf(buf, sizeof(buf), "%ld", v);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0 || write(fd, buf, (size_t)n) != n || rename(tmp, name) < 0)
-    die("write %s", name, errno);
-  close(fd);
-}
-
 static void daemonize(void) {
   pid_t pid = fork();
   if (pid < 0)
@@ -1299,7 +1291,6 @@ int main(int argc, char **argv) {
   sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sigfd < 0)
     die("%s", "signalfd", errno);
-  write_small("shim.pid", (long)getpid());
   unlink("exit.json");
 
   if (opt.adopt_pid)

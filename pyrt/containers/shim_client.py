@@ -38,7 +38,7 @@ from pyrt.errors import FailedPrecondition, InvalidArgument, NotFound, SystemErr
 
 SOCKET_NAME = "shim.sock"
 EXIT_FILE = "exit.json"
-SHIM_PID_FILE = "shim.pid"
+SHIM_PID_FILE = "shim.pid"  # written by pyrt-shim before 2026-11 (removed with the rest)
 INIT_PID_FILE = "init.pid"
 SHIM_LOG = "shim.log"
 CONSOLE_SOCKET = "console.sock"
@@ -250,7 +250,7 @@ class ShimProcess:
                 init_pid = int(text.split()[1])
             except (IndexError, ValueError):
                 raise SystemError_(f"shim: bad ready message {text!r}") from None
-            shim_pid = _read_int(config.state_dir / SHIM_PID_FILE)
+            shim_pid = ShimClient(config.state_dir).shim_pid()
             return cls(config.state_dir, shim_pid, init_pid)
         if text.startswith("error "):
             raise SystemError_(f"container '{config.container_id}': {text[6:]}")
@@ -379,7 +379,8 @@ class ShimClient:
         return ExitStatus.from_json(json.loads(data))
 
     def shim_pid(self) -> int:
-        return _read_int(self.state_dir / SHIM_PID_FILE)
+        """The shim's pid, from its status (0 once it has stopped listening: exited)."""
+        return self.status().shim_pid
 
     def init_pid(self) -> int:
         """The container's init: init.pid, the pid file of a runtime other than pyrt-runc
@@ -388,19 +389,18 @@ class ShimClient:
         return _read_int(path) if path.exists() else self.status().pid
 
     def shim_alive(self) -> bool:
-        """True while the shim process of this state directory runs."""
+        """True while the shim of this state directory serves it: its socket takes a
+        connection (the shim listens from the container's create until exit.json is
+        written; a dead shim's socket file refuses). No pid file: one inode less per
+        container."""
         try:
-            pid = self.shim_pid()
-        except SystemError_:
+            s = _connect(self.socket_path, 5.0)
+        except (FileNotFoundError, ConnectionRefusedError):
             return False
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                state = f.read().rpartition(b")")[2].split()[:1]
         except OSError:
-            return False
-        return b"pyrt-shim" in cmd.split(b"\0")[0] and state != [b"Z"]
+            return True  # a backlog full for 5 s: busy, not dead (a dead one refuses)
+        s.close()
+        return True
 
     # -- commands
 

@@ -578,7 +578,7 @@ def test_create_start_wait_remove_is_fast(engine: Engine) -> None:
 
 
 def _shim_argv(engine: Engine, cid: str) -> list[str]:
-    pid = int((engine.containers.paths(cid).shim / "shim.pid").read_text())
+    pid = engine.containers._client(cid).shim_pid()
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
@@ -600,10 +600,10 @@ def test_create_is_native_and_falls_back_to_python(engine: Engine) -> None:
     for cid in (native, py):
         state = engine.containers.inspect(cid)["State"]
         assert state["Running"]
-        # one run directory: the bundle and the shim's files, no init.pid (pyrt-runc hands
-        # the shim the pid through a pipe; in process the shim is given it)
+        # one run directory: the bundle and the shim's socket; no pid files (pyrt-runc
+        # hands the shim the pid through a pipe; in process the shim is given it)
         p = engine.containers.paths(cid)
-        assert sorted(os.listdir(p.run)) == ["config.json", "shim.pid", "shim.sock"]
+        assert sorted(os.listdir(p.run)) == ["config.json", "shim.sock"]
         assert engine.containers._client(cid).init_pid() == state["Pid"]
         engine.containers.kill(cid)
         assert engine.containers.wait(cid, timeout=30)["StatusCode"] == 137

@@ -138,12 +138,17 @@ def test_auto_remove_container_exited_while_engine_away_is_removed(envs: Engines
 
 
 def _shim_alive(shim_dir: Path) -> bool:
-    try:
-        pid = int((shim_dir / "shim.pid").read_text())
-        os.kill(pid, 0)
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, ValueError):
-        return False
+    """A pyrt-shim process (not a zombie) lives in shim_dir (its working directory)."""
+    for entry in os.listdir("/proc"):
+        try:
+            if (entry.isdigit() and os.readlink(f"/proc/{entry}/cwd") == str(shim_dir)
+                    and Path(f"/proc/{entry}/comm").read_text().strip() == "pyrt-shim"
+                    and Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0]
+                    != "Z"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def test_always_policy_restarts_at_engine_start(envs: Engines) -> None:

@@ -285,10 +285,13 @@ def test_engine_goes_away_and_comes_back(
     assert again.shim_alive() and again.init_pid() == init_pid
     with pytest.raises(TimeoutError):
         again.wait(timeout=0.3)
+    shim_pid = again.shim_pid()
+    assert shim_pid > 0
     again.kill(15)
     ex = again.wait(timeout=20)
     assert (ex.code, ex.signal) == (7, 0)
-    assert wait_gone(again.shim_pid(), 10)
+    assert wait_gone(shim_pid, 10)
+    assert not again.shim_alive() and again.shim_pid() == 0
     assert ShimClient(state_dir).wait(timeout=1) == ex  # from exit.json alone
     assert ShimClient(state_dir).status().status == "stopped"
 
