@@ -3,9 +3,12 @@
  *   pyrt-shim --id ID --bundle DIR --runtime PATH --root DIR --state-dir DIR
  *             [--log-path FILE] [--log-max-size BYTES] [--log-max-file N]
  *             [--tty] [--stdin] [--ready-fd FD] [--foreground] [--drain-timeout MS]
- *             [--exec-fifo PATH]
+ *             [--exec-fifo PATH] [--no-sync]
  *   pyrt-shim --id ID --state-dir DIR --pid=PID --exec-fifo PATH   (adopt mode)
  *             [--stdin-fd FD] [--stdout-fd FD] [--stderr-fd FD] [--console-fd FD] [...]
+ *
+ * --no-sync: the container does not outlive a crash of the machine (an --rm container,
+ * which the engine removes after one whatever it finds): exit.json is not fsync'ed.
  *
  * With --exec-fifo in runtime mode (the runtime is pyrt-runc, whose created container waits
  * on that fifo), `start` reads the fifo as adopt mode does instead of running the runtime.
@@ -83,7 +86,7 @@
 static struct {
   const char *id, *bundle, *runtime, *root, *state_dir, *log_path;
   long long log_max_size;
-  int log_max_file, tty, stdin_open, ready_fd, foreground, drain_ms;
+  int log_max_file, tty, stdin_open, ready_fd, foreground, drain_ms, no_sync;
   /* adopt mode */
   const char *exec_fifo;
   long long adopt_pid;
@@ -187,6 +190,8 @@ static void parse_args(int argc, char **argv) {
       opt.stdin_open = 1;
     else if (!strcmp(a, "--foreground"))
       opt.foreground = 1;
+    else if (!strcmp(a, "--no-sync"))
+      opt.no_sync = 1;
     else
       usage("unknown argument %s", a);
   }
@@ -528,14 +533,15 @@ static void write_exit_file(void) {
                    (int)init_pid, sig ? 128 + sig : code, code, sig, core ? "true" : "false",
                    oom ? "true" : "false", when);
   int fd = open("exit.json.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0 || write(fd, exit_json, (size_t)n) != n || write(fd, "\n", 1) != 1 || fsync(fd) < 0) {
+  if (fd < 0 || write(fd, exit_json, (size_t)n) != n || write(fd, "\n", 1) != 1 ||
+      (!opt.no_sync && fsync(fd) < 0)) {
     dprintf(2, "pyrt-shim: write exit.json.tmp: %s\n", strerror(errno));
   } else if (rename("exit.json.tmp", "exit.json") < 0) {
     dprintf(2, "pyrt-shim: rename exit.json: %s\n", strerror(errno));
   }
   if (fd >= 0)
     close(fd);
-  int dfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dfd = opt.no_sync ? -1 : open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     fsync(dfd);
     close(dfd);

@@ -253,6 +253,11 @@ class ContainerService:
                 return ContainerRecord.from_row(rows[0])
         raise NotFound(f"No such container: {ref}")
 
+    def _delete_runtime_state(self, cid: str) -> None:
+        """The runtime's delete of a container (force), its state directory taken to the
+        trash (see Runtime.delete's discard)."""
+        self.runtime.delete(cid, force=True, discard=lambda path: self.trash.discard(Path(path)))
+
     def _resolve_id(self, ref: str) -> str:
         """resolve(ref).id; a full id is checked without reading (and parsing) its whole
         record, for the operations that read it again under the container's lock."""
@@ -445,7 +450,7 @@ class ContainerService:
         is not synced (see remove)."""
         p = self.paths(cid)
         with contextlib.suppress(PyrtError, OSError):
-            self.runtime.delete(cid, force=True)
+            self._delete_runtime_state(cid)
         if self.networks is not None:
             self.networks.teardown(cid)
         for target in mounts_under(p.root) if p.root.exists() else []:
@@ -563,6 +568,8 @@ class ContainerService:
             argv.append("--tty")
         if cfg.OpenStdin:
             argv.append("--stdin")
+        if rec.host_config.AutoRemove:
+            argv.append("--no-sync")  # its exit needs no disk wait: see _build
         from pyrt import _core
 
         rfd, wfd = os.pipe()
@@ -621,6 +628,8 @@ class ContainerService:
             "--exec-fifo", fifo, "--log-path", str(p.log), "--log-max-size", str(max_size),
             "--log-max-file", str(max_file), "--ready-fd", str(wfd),
         ]  # fmt: skip
+        if rec.host_config.AutoRemove:
+            argv.append("--no-sync")
         console: str | None = None
         stdio: tuple[int, int, int] | None = None
         lsock: socket.socket | None = None

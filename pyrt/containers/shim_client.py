@@ -162,6 +162,7 @@ class ShimConfig:
     tty: bool = False
     stdin: bool = False
     drain_timeout: float = 2.0  # seconds to wait for output after the init exited
+    no_sync: bool = False  # exit.json not fsync'ed: a container that does not outlive a crash
 
     def argv(self, shim: Path) -> list[str]:
         if not self.container_id:
@@ -191,6 +192,8 @@ class ShimConfig:
             args.append("--tty")
         if self.stdin:
             args.append("--stdin")
+        if self.no_sync:
+            args.append("--no-sync")
         return args
 
 

@@ -160,6 +160,30 @@ def test_delete_force_running(rt: Runtime, bundle_factory: BundleFactory, unique
     _assert_nothing_left(rt, unique_id, b)
 
 
+def test_delete_hands_the_state_directory_to_discard(
+    rt: Runtime, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
+) -> None:
+    """With discard (the engine's trash), delete gives the state directory to it instead of
+    removing it in place; the container is gone all the same (process, cgroup)."""
+    b = bundle_factory(["/bin/sh", "-c", "sleep 300"])
+    pid = rt.create(unique_id, str(b))
+    state_dir = rt._dir(unique_id).path
+    given: list[str] = []
+    away = tmp_path / "discarded"
+
+    def discard(path: str) -> None:
+        given.append(path)
+        os.rename(path, away)
+
+    rt.delete(unique_id, force=True, discard=discard)
+    from pyrt.runtime.state import process_alive
+
+    assert given == [state_dir]
+    assert (away / "state.json").is_file()  # handed over whole, not emptied first
+    assert not process_alive(pid, None)
+    _assert_nothing_left(rt, unique_id, b)
+
+
 def test_kill_all_and_exit_status(
     rt: Runtime, bundle_factory: BundleFactory, unique_id: str
 ) -> None:

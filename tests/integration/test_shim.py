@@ -249,6 +249,19 @@ def test_tty_resize(launch: Launch, bundle_factory: Callable[..., Path]) -> None
 # -------------------------------------------------------------------- exit status
 
 
+@pytest.mark.parametrize("no_sync", [False, True])
+def test_exit_record(launch: Launch, bundle_factory: Callable[..., Path], no_sync: bool) -> None:
+    """The exit is recorded in exit.json, synced or (--no-sync, an --rm container's shim)
+    not: what the file says is the same."""
+    sp, client = launch(bundle_factory(["/bin/sh", "-c", "exit 3"]), no_sync=no_sync)
+    cmdline = Path(f"/proc/{sp.shim_pid}/cmdline").read_bytes().split(b"\0")
+    assert (b"--no-sync" in cmdline) == no_sync
+    client.start()
+    ex = finished(sp, client)
+    assert (ex.code, ex.exit_code, ex.signal) == (3, 3, 0)
+    assert json.loads((sp.state_dir / "exit.json").read_text())["exit_code"] == 3
+
+
 def test_exit_by_signal(launch: Launch, bundle_factory: Callable[..., Path]) -> None:
     sp, client = launch(bundle_factory(["/bin/sleep", "1000"]))
     client.start()
