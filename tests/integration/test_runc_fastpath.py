@@ -71,6 +71,21 @@ class Both:
         assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr), args
         return a
 
+    def run_one_way(self, how: str, args: tuple[str, ...], err: Path,
+                    pass_fds: tuple[int, ...] = ()) -> None:
+        """Run a command natively alone ("native") or in Python ("python"), stdout to
+        /dev/null, stderr to err; assert it succeeded."""
+        if how == "native":
+            cmd = [str(self.exe), "--root", str(self.root), *args]
+            env = {**self.env, "PYRT_RUNC_PYTHON": "/bin/false"}
+        else:
+            cmd = [*self.py, "--root", str(self.root), *args]
+            env = {k: v for k, v in self.env.items() if k != "PYRT_RUNC_PYTHON"}
+        with open(err, "w") as ef:
+            res = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=pass_fds,
+                                 stdout=subprocess.DEVNULL, stderr=ef, timeout=60)  # fmt: skip
+        assert res.returncode == 0, err.read_text()
+
     def create(self, cid: str, bundle: Path, tmp: Path) -> int:
         pid_file = tmp / f"{cid}.pid"
         with open(tmp / f"{cid}.err", "w") as err:
@@ -360,16 +375,7 @@ def test_native_create_writes_python_state(
     for how in ("native", "python"):
         pid_file = tmp_path / f"{how}.pid"
         argv = ("create", "--bundle", str(b), "--pid-file", str(pid_file), unique_id)
-        with open(tmp_path / f"{how}.err", "w") as err:
-            if how == "native":
-                cmd = [str(both.exe), "--root", str(both.root), *argv]
-                env = {**both.env, "PYRT_RUNC_PYTHON": "/bin/false"}
-            else:
-                cmd = [*both.py, "--root", str(both.root), *argv]
-                env = {k: v for k, v in both.env.items() if k != "PYRT_RUNC_PYTHON"}
-            res = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=err, timeout=60)  # fmt: skip
-        assert res.returncode == 0, (tmp_path / f"{how}.err").read_text()
+        both.run_one_way(how, argv, tmp_path / f"{how}.err")
         pid = int(pid_file.read_text())
         cdir = both.root / unique_id
         state = _record(cdir)
@@ -398,16 +404,7 @@ def test_pid_file_that_is_a_pipe_gets_the_pid(
         r, w = os.pipe()
         try:
             argv = ("create", "--bundle", str(b), "--pid-file", f"/proc/self/fd/{w}", unique_id)
-            if how == "native":
-                cmd = [str(both.exe), "--root", str(both.root), *argv]
-                env = {**both.env, "PYRT_RUNC_PYTHON": "/bin/false"}
-            else:
-                cmd = [*both.py, "--root", str(both.root), *argv]
-                env = {k: v for k, v in both.env.items() if k != "PYRT_RUNC_PYTHON"}
-            with open(tmp_path / f"{how}.err", "w") as err:
-                res = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, pass_fds=(w,),
-                                     stdout=subprocess.DEVNULL, stderr=err, timeout=60)  # fmt: skip
-            assert res.returncode == 0, (tmp_path / f"{how}.err").read_text()
+            both.run_one_way(how, argv, tmp_path / f"{how}.err", pass_fds=(w,))
             os.set_blocking(r, False)
             pid = int(os.read(r, 32))
         finally:
