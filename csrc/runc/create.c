@@ -3,7 +3,7 @@
  * The behaviour reproduced is Python's: pyrt/runtime/runtime.py (Runtime.create, run),
  * spec.py (validate_spec), translate.py (to_spawn_config), cgroups.py (open_cgroup,
  * V1Manager.create/apply) and state.py (state.json with its fast lines, as ContainerDir.write
- * writes them). Python stays the reference and the fallback:
+ * writes them; the created record appended to the creating one). Python stays the reference and the fallback:
  *
  * - Everything is checked before the first side effect (the state directory). Anything
  *   this file does not handle -- a spec Python would refuse, hooks, a seccomp profile not
@@ -1264,14 +1264,43 @@ static void fast_text(buf_t *b, const struct plan *pl, const struct record *r) {
   buf_puts(b, "\n");
 }
 
-/* ContainerDir.write: state.json, the fast lines (none while creating) then the record */
+/* what ContainerDir.write writes: the record's line, then the fast lines (none while
+ * creating) */
+static void state_text(buf_t *b, const struct plan *pl, const struct record *r) {
+  record_json(b, pl, r);
+  buf_puts(b, "\n");
+  if (strcmp(r->status, "creating") != 0) fast_text(b, pl, r);
+}
+
+/* state.json, whole (through a temp file and rename) */
 static int write_state(const char *cdir, const struct plan *pl, const struct record *r) {
   buf_t b = {0};
-  if (strcmp(r->status, "creating") != 0) fast_text(&b, pl, r);
-  record_json(&b, pl, r);
+  state_text(&b, pl, r);
   if (b.bad || atomic_write(cdir, "state.json", b.p, b.len, 0600) < 0) return -1;
   free(b.p);
   return 0;
+}
+
+/* The created record, appended to the creating one's state.json instead of a new file (a
+ * new inode; see state.py): a reader sees the creating record until the created one's
+ * line is whole, and the C front end delegates until the fast lines are. */
+static int append_state(const char *cdir, const struct plan *pl, const struct record *r) {
+  buf_t b = {0};
+  state_text(&b, pl, r);
+  if (b.bad) return -1;
+  char *path = path_join(cdir, "state.json");
+  int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+  free(path);
+  if (fd < 0) return -1;
+  size_t off = 0;
+  while (off < b.len) {
+    ssize_t w = write(fd, b.p + off, b.len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    off += (size_t)w;
+  }
+  free(b.p);
+  return close(fd) == 0 && off == b.len ? 0 : -1;
 }
 
 /* ---- the command ----------------------------------------------------------------------- */
@@ -1500,7 +1529,7 @@ int cmd_create_native(const char *root_arg, int argc, char **argv, int run) {
   rec.pid = pid;
   rec.pid_start = pid_start_time(pid);
   rec.status = "created";
-  if (write_state(cdir, &pl, &rec) < 0) undo_and_delegate(&u);
+  if (append_state(cdir, &pl, &rec) < 0) undo_and_delegate(&u);
   if (pl.pid_file != NULL && write_pid_file(pl.pid_file, pid) < 0) undo_and_delegate(&u);
   flock(u.lockfd, LOCK_UN);
   close(u.lockfd);

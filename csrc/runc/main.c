@@ -4,8 +4,8 @@
  * and the benchmarks run one pyrt-runc process per lifecycle step (create, start, state,
  * kill, delete). A Python process costs ~15 ms before it runs a line of ours and ~10 ms
  * more to import the runtime; runc does a whole container in ~56 ms. So the hot, simple
- * commands are answered here, natively, from the lines <root>/<id>/state.json starts
- * with (pyrt.runtime.state.fast_state_text, before the record; ContainerDir.write):
+ * commands are answered here, natively, from the fast lines of <root>/<id>/state.json
+ * (pyrt.runtime.state.fast_state_text, after the record's line; ContainerDir.write):
  *
  *   state             the live status (created / running / paused / stopped)
  *   start             open exec.fifo, take the byte, mark the record running
@@ -252,8 +252,8 @@ static char *next_line(char **p, char *end) {
 }
 
 /* 0 on success; -1 when the file is missing, malformed, marked unusable, or has no fast
- * lines (a record still creating, or one an older pyrt wrote). The record that follows
- * them is not read here. */
+ * lines, or not whole (a record still creating, one being appended, or one an older pyrt
+ * wrote). The record lines before them are skipped, not read. */
 static int read_fast(const char *cdir, struct fast *f) {
   char path[PATH_MAX];
   if ((size_t)snprintf(path, sizeof path, "%s/state.json", cdir) >= sizeof path) return -1;
@@ -265,6 +265,8 @@ static int read_fast(const char *cdir, struct fast *f) {
   char *p = buf, *end = buf + len, *l;
   long long v;
   char word[32];
+  while (p < end && *p == '{') /* the record lines (a create's: creating, then created) */
+    if (next_line(&p, end) == NULL) return -1;
   if ((l = next_line(&p, end)) == NULL || strcmp(l, "pyrt-fast 1") != 0) return -1;
   if ((l = next_line(&p, end)) == NULL || strcmp(l, "usable 1") != 0) return -1;
   if ((l = next_line(&p, end)) == NULL || sscanf(l, "creating %d", &f->creating) != 1) return -1;
@@ -425,7 +427,8 @@ static int cmd_state(const char *root, const char *id) {
 
 /* state.json: the record's "status":"created" becomes "status":"running", as
  * Runtime.start writes it. The needle follows the record's "id", which is plain ASCII; the
- * fast lines before the record (indented JSON, `"id": "..."`) cannot hold it. */
+ * creating record before it (a native create's) and the fast lines after it (indented
+ * JSON, `"id": "..."`) cannot hold it. */
 static int mark_running(struct ctr *c, const char *id) {
   char path[SUBPATH_MAX];
   snprintf(path, sizeof path, "%s/state.json", c->dir);

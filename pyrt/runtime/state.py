@@ -1,12 +1,19 @@
 """On-disk state of pyrt-runc containers: one directory per container under the root.
 
-    <root>/<id>/state.json   written atomically (temp file, rename): the record as JSON,
-                             on one line; once the container is created, after the lines
-                             of fast_state_text, the same facts for the C front end
-                             (csrc/runc/main.c) -- one file, so one new inode per write
-                             (pyrt before 2026-11 wrote those lines to a fast.state of
-                             their own: a state.json of pure JSON is still read)
+    <root>/<id>/state.json   the record as JSON on one line; once the container is
+                             created, the lines of fast_state_text follow it: the same
+                             facts for the C front end (csrc/runc/main.c)
     <root>/<id>/exec.fifo    present between create and start
+
+state.json is written atomically (temp file, rename), but for pyrt-runc's native create
+(csrc/runc/create.c), which writes the "creating" record's line and then appends the
+created record's line and fast lines to that file: one file, one new inode per container
+(each write through a temp file is a new inode, and on a journal-less ext4 every new inode
+costs a scan past the recently freed ones). A reader takes the last whole record line
+before the fast lines (record_of): while the append is under way that is the creating
+record, as before the rename of a second file. Files of older pyrt are read too: a record
+alone (fast lines in a fast.state of their own, which is now ignored), or fast lines first
+and the record last.
 
 Runtime state is not fsync'ed: it describes processes, which do not outlive a reboot, and
 the rename alone keeps every reader from seeing a half-written file.
@@ -41,6 +48,7 @@ SIGTERM = 15
 STATE_FILE = "state.json"
 FIFO_FILE = "exec.fifo"
 FAST_MAGIC = "pyrt-fast 1"
+_FAST_MAGIC_B = FAST_MAGIC.encode()
 
 _ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _ID_CHARS = _ID_FIRST | frozenset("_.-")
@@ -322,10 +330,8 @@ class ContainerDir:
                 raw = f.read()
         except FileNotFoundError:
             raise NotFound(f"container '{self.id}' does not exist") from None
-        if raw.startswith(FAST_MAGIC.encode()):
-            raw = raw[raw.rfind(b"\n") + 1 :]  # the record: the last line, after fast's
         try:
-            data = json_loads(raw)
+            data = json_loads(record_of(raw))
         except ValueError as e:
             raise NotFound(f"container '{self.id}': state file is corrupt: {e}") from None
         if not isinstance(data, dict):
@@ -333,17 +339,31 @@ class ContainerDir:
         return data
 
     def write(self, state: dict[str, Any]) -> None:
-        """Write state.json: the C front end's lines (fast_state_text), then the record.
+        """Write state.json: the record's line, then the C front end's (fast_state_text).
 
-        While the record says "creating" there are no such lines: without them the C front
+        While the record says "creating" there are no fast lines: without them the C front
         end hands every command to Python, which is what "creating 1" would make it do."""
-        record = json_dumps(state, separators=(",", ":"))  # one line: no raw newline
+        text = json_dumps(state, separators=(",", ":")) + "\n"  # one line: no raw newline
         if state.get("status") != "creating":
-            record = fast_state_text(state) + record
-        atomic_write(self.state_path, record.encode(), 0o600)
+            text += fast_state_text(state)
+        atomic_write(self.state_path, text.encode(), 0o600)
 
     def fifo_exists(self) -> bool:
         return os.path.exists(self.fifo_path)
+
+
+def record_of(raw: bytes) -> bytes:
+    """The current record's JSON in a state.json's bytes (see the module doc): the last
+    whole line of the record lines it starts with, or the file when it is a record alone."""
+    if raw.startswith(_FAST_MAGIC_B):  # fast lines first, the record last
+        return raw[raw.rfind(b"\n") + 1 :]
+    record, pos = raw, 0
+    while raw.startswith(b"{", pos):
+        nl = raw.find(b"\n", pos)
+        if nl < 0:  # a record alone; or an appended one not yet whole: the one before
+            return raw if pos == 0 else record
+        record, pos = raw[pos:nl], nl + 1
+    return record
 
 
 class _DirLock:
@@ -443,8 +463,8 @@ _PID_MARK = '"pid": 0,\n  "status": "\\u0000"'
 
 
 def fast_state_text(record: dict[str, Any]) -> str:
-    """The lines state.json starts with: what csrc/runc/main.c needs to answer
-    start/state/kill/delete alone (the record follows them, on the last line).
+    """The lines after state.json's record: what csrc/runc/main.c needs to answer
+    start/state/kill/delete alone.
 
     csrc/runc/create.c writes the same text (and the same state.json) for a container it
     creates natively; tests/integration/test_runc_fastpath.py checks that they agree.

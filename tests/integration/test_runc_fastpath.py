@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from pyrt.runtime.state import record_of
+
 REPO = Path(__file__).resolve().parents[2]
 BundleFactory = Callable[..., Path]
 
@@ -125,8 +127,11 @@ def test_lifecycle_native_and_identical(
     b = bundle_factory(["/bin/sleep", "300"], **{"annotations": {"k": 'v é "q"\n'}})
     pid = both.create(unique_id, b, tmp_path)
     cdir = both.root / unique_id
-    # one file: the C front end's lines, then the record (no fast.state of their own)
-    assert (cdir / "state.json").read_text().startswith("pyrt-fast 1\nusable 1\n")
+    # one file: the creating record, the created one appended, then the C front end's
+    # lines (no fast.state of their own)
+    lines = (cdir / "state.json").read_text().split("\n")
+    assert [json.loads(x)["status"] for x in lines[:2]] == ["creating", "created"]
+    assert lines[2:4] == ["pyrt-fast 1", "usable 1"] and _fast_lines(cdir) == lines[2:-1]
     assert sorted(os.listdir(cdir)) == ["exec.fifo", "state.json"]
 
     st = json.loads(both.same("state", unique_id).stdout)
@@ -209,7 +214,7 @@ def test_delegated_cases_still_work(
     st = json.loads(both.same("state", unique_id).stdout)
     assert st["status"] == "created"
     assert both.c("start", unique_id).returncode == 0  # rewrites it with the fast lines
-    assert state.read_text().startswith("pyrt-fast 1\n")
+    assert state.read_text().split("\n")[1] == "pyrt-fast 1"
     _wait_gone(pid)
     deadline = time.monotonic() + 5
     while json.loads(both.c("state", unique_id).stdout)["status"] != "stopped":
@@ -348,10 +353,18 @@ def test_native_run_same_container_as_python(
 
 
 def _record(cdir: Path) -> dict[str, Any]:
-    """The record of a state.json: its last line (after the C front end's lines)."""
-    rec = json.loads((cdir / "state.json").read_text().rsplit("\n", 1)[-1])
+    """The current record of a state.json."""
+    rec = json.loads(record_of((cdir / "state.json").read_bytes()))
     assert isinstance(rec, dict)
     return rec
+
+
+def _fast_lines(cdir: Path) -> list[str]:
+    """The C front end's lines of a state.json (after the record lines)."""
+    lines = (cdir / "state.json").read_text().split("\n")
+    while lines and lines[0].startswith("{"):
+        lines.pop(0)
+    return lines[:-1]  # the text ends with a newline
 
 
 def _strip_volatile(state: dict[str, object]) -> dict[str, object]:
@@ -380,8 +393,8 @@ def test_native_create_writes_python_state(
         cdir = both.root / unique_id
         state = _record(cdir)
         assert state["pid"] == pid and state["status"] == "created"
-        *fast, raw = (cdir / "state.json").read_text().split("\n")
-        fast = [x for x in fast if not x.startswith(("pid ", "start ", '  "created"'))]
+        raw = record_of((cdir / "state.json").read_bytes()).decode()
+        fast = [x for x in _fast_lines(cdir) if not x.startswith(("pid ", "start ", '  "created"'))]
         # byte for byte, but for the pid, its start time and the creation time
         raw = re.sub(r'"pid":\d+,"pid_start":\d+', "", raw)
         raw = re.sub(r'"created":"[^"]*"', "", raw)

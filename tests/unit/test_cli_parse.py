@@ -312,8 +312,9 @@ def test_fast_state_unusable_cases() -> None:
 
 
 def test_state_json_holds_the_fast_lines_and_the_record(tmp_path: Path) -> None:
-    """One file per write: the fast lines, then the record on the last line; none while
-    creating; a state.json of the record alone (an older pyrt's) is still read."""
+    """One file per write: the record's line, then the fast lines (none while creating);
+    a created record appended to the creating one is the record once its line is whole;
+    the layouts of older pyrt are still read."""
     from pyrt.runtime.state import ContainerDir
 
     cdir = ContainerDir(str(tmp_path), "c1")
@@ -321,12 +322,22 @@ def test_state_json_holds_the_fast_lines_and_the_record(tmp_path: Path) -> None:
     rec = _record(annotations={"k": "line\nbreak"})
     cdir.write(rec)
     assert os.listdir(cdir.path) == ["state.json"]
-    text = Path(cdir.state_path).read_text()
-    assert text.startswith(fast_state_text(rec)) and text.count("\n") == fast_state_text(
-        rec).count("\n")
-    assert cdir.read() == rec
+    line, _, fast = Path(cdir.state_path).read_text().partition("\n")
+    assert json.loads(line) == rec == cdir.read() and fast == fast_state_text(rec)
     creating = _record(status="creating", pid=0, pid_start=None)
     cdir.write(creating)
     assert json.loads(Path(cdir.state_path).read_text()) == creating == cdir.read()
-    Path(cdir.state_path).write_text(json.dumps(rec))  # as an older pyrt wrote it
+    # pyrt-runc's native create appends the created record: until its line is whole, the
+    # creating record is the record
+    whole = Path(cdir.state_path).read_bytes()
+    line_b = json.dumps(rec, separators=(",", ":")).encode()
+    for cut in (1, len(line_b) // 2, len(line_b)):
+        Path(cdir.state_path).write_bytes(whole + line_b[:cut])
+        assert cdir.read() == creating
+    for tail in (b"\n", b"\n" + fast.encode()[:9], b"\n" + fast.encode()):
+        Path(cdir.state_path).write_bytes(whole + line_b + tail)
+        assert cdir.read() == rec
+    Path(cdir.state_path).write_text(json.dumps(rec))  # a record alone (older pyrt)
+    assert cdir.read() == rec
+    Path(cdir.state_path).write_text(fast + json.dumps(rec))  # fast lines first (older)
     assert cdir.read() == rec
