@@ -568,11 +568,13 @@ class NetworkService:
             seen.add(net.id)
             wanted.append((net, cfg or {}))
         for pos, (net, cfg) in enumerate(wanted):
-            self._insert_endpoint(cid, net, cfg, pos)
+            # not synced: the create's last write, synced (but for --rm, whose rows
+            # reconcile discards after a crash), carries them: the WAL is sequential
+            self._insert_endpoint(cid, net, cfg, pos, sync=False)
         return {}  # the runtime's new namespace: its veths come between create and start
 
-    def _insert_endpoint(self, cid: str, net: Network, cfg: Mapping[str, Any], pos: int
-                         ) -> None:
+    def _insert_endpoint(self, cid: str, net: Network, cfg: Mapping[str, Any], pos: int,
+                         sync: bool = True) -> None:
         if not isinstance(cfg, Mapping):
             raise InvalidArgument(f"EndpointsConfig[{net.name}]: must be an object")
         aliases = [str(a) for a in (cfg.get("Aliases") or [])]
@@ -598,7 +600,7 @@ class NetworkService:
                 "INSERT INTO endpoints (container_id, network_id, endpoint_id, position, "
                 "aliases_json, requested_ip, ifname, host_ifname) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, net.id, secrets.token_hex(32), pos, json.dumps(aliases), ip, f"eth{n}",
-                 host_ifname(cid, net.id)))  # fmt: skip
+                 host_ifname(cid, net.id)), sync=sync)  # fmt: skip
         except Conflict:
             raise Forbidden(f"endpoint with name {cid[:12]} already exists in network "
                             f"{net.name}") from None  # fmt: skip
@@ -647,7 +649,7 @@ class NetworkService:
                     raise NotFound(f"network {ep.network_id} not found (removed while the "
                                    f"container {rec.name} was stopped)")  # fmt: skip
                 want = not (n.internal or have_gateway)
-                self._address(rec.id, n, ep)
+                self._address(rec.id, n, ep, sync=False)  # (see _address)
                 plan.append((n, ep, want))
                 have_gateway = have_gateway or want
             self._hold_ports(rec)
@@ -660,10 +662,13 @@ class NetworkService:
         def ready(pid: int) -> None:
             try:
                 fut.result()
-                netns = path if joins_path else process_netns(pid)
+                netns = path if joins_path else self._new_netns(pid, rec.id)
                 for n, ep, default_route in plan:
                     self._link(netns, n, ep, default_route)
-                self._dns_add(rec.id, netns)
+                if any(n.is_user for n, _, _ in plan):
+                    self._dns_add(rec.id, netns)
+                else:  # (no user network: no embedded DNS, and no queries to learn that)
+                    self._dns_remove(rec.id)
             except BaseException:
                 self.teardown(rec.id)
                 raise
@@ -685,6 +690,21 @@ class NetworkService:
                 self.links.pin_netns(path, fd)
             finally:
                 os.close(fd)
+        return path
+
+    def _new_netns(self, pid: int, cid: str) -> str:
+        """process_netns(pid) of container `cid`'s new process, checked to be a namespace
+        of its own: never the engine's, where its eth0, address and default route would
+        land if a runtime had not made it one."""
+        path = process_netns(pid)
+        try:
+            theirs, ours = os.stat(path), os.stat("/proc/self/ns/net")
+        except OSError as e:
+            raise SystemError_(f"network namespace of container {cid}: process {pid}: "
+                               f"{e.strerror}", e.errno) from None  # fmt: skip
+        if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+            raise SystemError_(f"container {cid}: its process {pid} is in the engine's "
+                               "network namespace, not a new one: no network set up there")
         return path
 
     def _open_process_netns(self, cid: str) -> tuple[int, int]:
@@ -724,8 +744,10 @@ class NetworkService:
             self.firewall.add_ports(rules)
         self._write_etc(rec, etc_dir)
 
-    def _address(self, cid: str, n: Network, ep: Endpoint) -> None:
-        """The endpoint's address (and MAC), recorded."""
+    def _address(self, cid: str, n: Network, ep: Endpoint, sync: bool = True) -> None:
+        """The endpoint's address (and MAC), recorded. A start need not sync it: its
+        "running" row (synced but for --rm) carries it, and after a power loss, when
+        nothing runs, reconcile releases the addresses of containers not running."""
         with self._lock:
             self._bring_up(n)  # (the default bridge may choose its subnet only now)
             fresh = self._net_row(n.id)  # (or another start chose it since n was read)
@@ -738,7 +760,8 @@ class NetworkService:
             ip = str(ipam.allocate(net, gw, rng, used, ep.requested_ip))
             mac = ipam.mac_for(ip)
             self.db.execute("UPDATE endpoints SET ip_address = ?, mac_address = ? WHERE "
-                            "container_id = ? AND network_id = ?", (ip, mac, cid, n.id))
+                            "container_id = ? AND network_id = ?", (ip, mac, cid, n.id),
+                            sync=sync)  # fmt: skip
         ep.ip_address, ep.mac_address = ip, mac
 
     def _link(self, netns: str, n: Network, ep: Endpoint, default_route: bool) -> None:
@@ -766,11 +789,14 @@ class NetworkService:
             return  # Docker: an internal network publishes nothing
         held = reserve(wanted)
         self._held[rec.id] = held
-        self.db.execute("DELETE FROM published_ports WHERE container_id = ?", (rec.id,))
+        # not synced, as the addresses (_address): the "running" row carries them
+        self.db.execute("DELETE FROM published_ports WHERE container_id = ?", (rec.id,),
+                        sync=False)  # fmt: skip
         for h in held:
             self.db.execute("INSERT OR IGNORE INTO published_ports (container_id, host_ip, "
                             "host_port, proto, ctr_port) VALUES (?, ?, ?, ?, ?)",
-                            (rec.id, h.host_ip, h.host_port, h.proto, h.ctr_port))  # fmt: skip
+                            (rec.id, h.host_ip, h.host_port, h.proto, h.ctr_port),
+                            sync=False)  # fmt: skip
 
     def _image_exposed(self, image_id: str) -> builtins.list[str]:
         row = self.db.query_one("SELECT config_json FROM images WHERE id = ?", (image_id,))
@@ -800,16 +826,19 @@ class NetworkService:
             if rules:
                 with contextlib.suppress(PyrtError):
                     self.firewall.remove_ports(rules)
-            # each write is a WAL sync: none when there is nothing to release (teardown runs
-            # at the exit and again at the removal, and --network none has no address)
+            # no write when there is nothing to release (teardown runs at the exit and
+            # again at the removal, and --network none has no address); none synced: after
+            # a power loss reconcile releases what containers not running held (as the
+            # exit's row is not synced either)
             if self.db.query_one("SELECT 1 FROM published_ports WHERE container_id = ? LIMIT 1",
                                  (cid,)) is not None:  # fmt: skip
-                self.db.execute("DELETE FROM published_ports WHERE container_id = ?", (cid,))
+                self.db.execute("DELETE FROM published_ports WHERE container_id = ?", (cid,),
+                                sync=False)  # fmt: skip
             eps = self._endpoints(container=cid)
             veths = [ep.host_ifname for ep in eps if ep.ip_address]
             if any(ep.ip_address or ep.mac_address for ep in eps):
                 self.db.execute("UPDATE endpoints SET ip_address = '', mac_address = '' WHERE "
-                                "container_id = ?", (cid,))  # fmt: skip
+                                "container_id = ?", (cid,), sync=False)  # fmt: skip
             # the veths go in the background (the kernel takes its time over one); the
             # same names made again wait for that (LinkDriver.release)
             self.links.release(veths)

@@ -197,6 +197,53 @@ def test_default_bridge_address_route_and_release(engine: Engine) -> None:
              "the veth to go (released in the background)")
 
 
+def _netns_ino(pid: int | str) -> int:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def test_bridge_namespace_is_the_runtimes_each_start_and_pinned_on_need(engine: Engine
+                                                                         ) -> None:
+    """A bridge container's namespace is made by the runtime's clone, a new one each start:
+    its veth, address and route go in by its process; connect reaches it so too; it is
+    pinned at the engine's path only for inspect's SandboxKey, and the pin goes at stop."""
+    from tests.integration.test_engine_ops import run_exec
+
+    engine.networks.create("side")
+    cid = start(engine, "sleep 60")
+    path = engine.networks.netns_path(cid)
+    pid = engine.containers.get_record(cid).pid
+    assert _netns_ino(pid) != _netns_ino("self") and not os.path.exists(path)
+    engine.networks.connect("side", cid)  # (on the process's namespace: nothing pinned)
+    assert not os.path.exists(path)
+    _, code, out = run_exec(engine, cid, ["sh", "-c", "ip -4 addr; ip route"])
+    ips = {n: s["IPAddress"] for n, s in engine.networks.settings(
+        engine.containers.get_record(cid), sandbox=False)["Networks"].items()}
+    gw = engine.networks.inspect("bridge")["IPAM"]["Config"][0]["Gateway"]
+    text = out.decode()
+    assert code == 0 and f"{ips['bridge']}/" in text and f"{ips['side']}/" in text, text
+    assert f"default via {gw} dev eth0" in text and "127.0.0.1" in text, text
+    assert not os.path.exists(path)
+    st = engine.containers.inspect(cid)["NetworkSettings"]
+    assert st["SandboxKey"] == path and os.stat(path).st_ino == _netns_ino(pid)
+    engine.containers.restart(cid, timeout=1)
+    assert not os.path.exists(path)  # the pin went with the first start's namespace
+    again = engine.containers.get_record(cid).pid
+    assert again != pid and _netns_ino(again) != _netns_ino("self")
+    _, code, out = run_exec(engine, cid, ["sh", "-c", f"ls /sys/class/net; ping -c 1 -W 2 {gw}"])
+    assert code == 0 and out.decode().split()[:3] == ["eth0", "eth1", "lo"], out
+    engine.containers.stop(cid, timeout=1)
+    assert not os.path.exists(path)
+
+
+def test_a_process_in_the_engines_namespace_gets_no_network(engine: Engine) -> None:
+    """The veths go into a new container's namespace by its pid: never into the engine's,
+    had a runtime left the process there."""
+    from pyrt.errors import SystemError_
+
+    with pytest.raises(SystemError_, match="engine's network namespace"):
+        engine.networks._new_netns(os.getpid(), "f" * 64)
+
+
 def test_two_containers_on_the_default_bridge_reach_each_other_by_address(engine: Engine
                                                                           ) -> None:
     web = start(engine, HTTPD)

@@ -71,7 +71,13 @@ class World:
         # the containers' processes are the fake's (no /proc/<pid> to open): an fd that
         # stands for the namespace while the process runs
         svc._open_process_netns = self.open_process_netns  # type: ignore[method-assign]
+        svc._new_netns = self.new_netns  # type: ignore[method-assign]
         return svc
+
+    def new_netns(self, pid: int, cid: str) -> str:
+        if pid not in self.links.processes:
+            raise SystemError_(f"container {cid}: process {pid} is gone")
+        return process_netns(pid)
 
     def open_process_netns(self, cid: str) -> tuple[int, int]:
         row = self.db.query_one("SELECT pid FROM containers WHERE id = ?", (cid,))
