@@ -58,6 +58,7 @@ from peers import (
     PrivatePyrtd,
     busybox_archive,
     processes_named,
+    shown_python,
     unmount_all,
     write_results,
 )
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             t.name: {m: [round(x, 5) for x in t.times[m]] for m in modes} for t in tools}}))
     if args.write_readme:
         # the interpreter and flags really used
-        shown = " ".join([sys.executable, "benchmarks/bench_cli_run.py",
+        shown = " ".join([shown_python(), "benchmarks/bench_cli_run.py",
                           *(sys.argv[1:] if argv is None else argv)])
         write_results("bench_cli_run", shown, block)
     return 0

@@ -503,65 +503,36 @@ Flags: `--count N` (100), `--parallel P` (20), `--repeat R` (1), `--quick` (N = 
 default,unconfined`, `--json`, `--write-readme` (rewrites this section, only when every
 row succeeded).
 
-Where the time goes (perf record -a -g and py-spy of 200 containers, 20 at a time; strace
--f of one). Until 2026-11-28 the engine forked itself three or four times per container
-(the detached spawn's helper, its child that became the shim, the container's init and,
-for a joined network namespace, its second stage): each fork copied the page tables of a
-big, many-threaded Python process and made every thread take copy-on-write faults on its
-next writes, ~27% of all CPU (clone3, exec/exit teardown, page faults), and every record
-lookup parsed the ~20 KB spec; the engine then used 43-50 ms of CPU per container in the
-parallel run. Now the engine starts the shim by vfork (GIL released), the shim runs
-pyrt-runc's native create (config.json, cgroups, spawn, state.json in C; the in-process
-create stays as the fallback for specs pyrt-runc leaves to Python), removed containers'
-directories are deleted in C (shutil.rmtree's walk was a fifth of the engine's Python
-time), the seccomp filter is a binary tree (the kernel runs a filter for every syscall
-number as it is installed: 1.1 ms for the linear one, 0.55 for the tree), and the engine
-uses ~11-12 ms of CPU per container. Of the ~26 ms of CPU a container costs across both cores
-in the parallel run, about 60% is the engine's Python (create: spec, etc files, SQLite
-rows; start; the exit record; the removal), 18% pyrt-runc with the container's set-up
-before exec, 4% the shim. Kernel costs that crun does not share: ~25 files and
-directories per container on this machine's journal-less ext4 root (state, bundle, etc
-files, log, overlay upper and work, shim state), where allocating an inode skips every
-inode freed in the last 30 s (recently_deleted: ~10% of the engine's samples at this
-churn), and the overlay. Sequentially (~33 ms per container on a quiet machine) about
-17 ms are the shim's create, of which the first write of the pid to a v1 cgroup.procs
-waits ~10-12 ms for an RCU grace period (concurrent creates share one) and the container's
-mounts and pivot_root take ~10. After these changes, runs of the parallel group on
-2026-11-28 gave pyrt ÷ crun 0.76, 0.94, 1.03, 1.15 and 1.21 (each the median of its rounds):
-the parallel claim sits at its limit. crun gains more than pyrt on an idle machine, and
-pyrt's file creations cost more the more inodes the runs before freed in the last 30 s
-(in the full comparison the parallel groups come after all sequential ones).
-Later on 2026-11-28 (measured by wrapping the engine's database lock and with strace -f of
-one run): with 20 at a time the engine's in-process SQLite writer lock was held over half
-of the wall time (0.86 s of 1.62 s for 100 containers: 6 writes per container, ~1.4 ms
-each, mostly the writer waiting for the GIL again after SQLite's work), and 4 WAL
-fdatasyncs per container ran outside it. `pyrt.run(remove=True)` now creates an AutoRemove
-container (as `run --rm`) that it removes itself after reading the log, so the --rm
-economies apply to it: its etc files are not fsync'ed (3 syncs), its layer is volatile,
-its removal from exited goes in one hold of its lock without the "removing" write (5
-writes, 2 syncs per container). NetworkMode none's namespace is made in the runtime's
-clone (lo brought up in the C spawn; pinned at <run_root>/netns/<id> only when a
-`container:` joiner or inspect's SandboxKey needs it), which spares the netlink thread's
-round trip and pyrt-runc's second spawn stage. Files per container (strace): data root:
-the container's dir, fs/ with upper, work (and overlayfs's work/work), merged, etc/ with
-hostname, hosts, resolv.conf, the json log; in the overlay's upper: etc/, etc/hosts,
-etc/resolv.conf (the busybox image has no such mount points); run root: the container's
-dir, bundle/config.json, shim/ with shim.pid, init.pid, exit.json, shim.sock; pyrt-runc's
-state dir with state.json (written twice by create), fast.state, exec.fifo: ~27 new
-inodes. Here the run root (/run) is on the same ext4 as the data root, so moving files
-there gains nothing on this machine; perf record -a of 200 containers 20 at a time still
-gives ext4's inode allocation (find_get_block_common reading inode table blocks for
-recently_deleted, __brelse, find_inode_bit) ~7% of all samples: without a journal each
-allocation checks the dtime of every inode freed in the last 30 s that it meets, so the
-cost grows with the churn (files per container × containers per second). On a machine
-loaded by other work (load average 2-14) interleaved runs (`--tools pyrt,crun --modes
-parallel --seccomp default --repeat 3`) did not separate cleanly: parallel pyrt ÷ crun
-0.97-1.46 (median 1.16, 7 runs) before these changes, 0.84-1.52 (median 1.35, 12 runs)
-after, 0.99-1.53 (median 1.15, 5 runs) after them but with NetworkMode none's namespace
-made by the engine as before. 20 namespaces set up at once in the runtimes' clones could
-contend in the kernel where the engine's one netlink thread made them one at a time, but
-perf showed no lock spinning; the noise is too large to tell: to be decided on a quiet
-machine.
+Where the time goes (2026-11-28: perf record -a -g, perf's sched_switch stacks, py-spy
+and strace -f of 100-200 containers, 20 at a time). The engine starts the shim by vfork
+(GIL released); the shim runs pyrt-runc's native create in C; removed containers'
+directories are renamed into a trash and deleted in C in the background; the seccomp
+filter is a binary tree compiled once per profile. What made the parallel group faster
+than crun's, measured change by change:
+- This machine's root is ext4 without a journal, mounted with discard. A new inode skips
+  every inode of its block group freed in the last 5 s (300 s while the freeing is not
+  yet written back), scanning from the group's start; and removing a directory waits for
+  the device's discard while it holds its parent. Each container's tree now starts in a
+  block group of its own (FS_TOPDIR_FL on the directories holding one tree per container,
+  pyrt/dirhint.py: ext4's inode allocation fell from ~30% of all CPU samples to a few, the
+  engine's system time from 12 to 6 ms a container), a container makes 22 new inodes
+  instead of 33 (crun: 6.6; bench_inodes.py), and the runtime's state directory goes to
+  the trash instead of being removed beside the ones being created.
+- The container's init joins its v1 cgroups itself (writing 0 to each "tasks" file) and is
+  cloned into the v2 one (CLONE_INTO_CGROUP): a pid written to cgroup.procs takes the
+  kernel's global threadgroup lock, whose writer waits for an RCU grace period (8-12 ms
+  here) while every fork and exit on the machine waits for it.
+- An --rm container's rows, exit record and etc files are never synced (after a crash
+  reconcile removes it, whatever survived).
+- Fewer whole-record reads, the image's passwd and group read once per image, the host's
+  resolv.conf parsed once, Docker's default profile resolved once.
+What is left: the engine's Python, 8-10 ms of CPU a container under one GIL; expedited RCU
+grace periods, which the machine serializes (pyrt-runc's unmount of the old root, the
+overlay's unmount and its superblock's end, the end of the mount namespace: about four a
+container against crun's two); rtnl for the network namespace and lo; the overlay mount.
+Without seccomp (the unconfined rows, for information) crun needs 6.5 ms a container 20
+at a time against pyrt's 11.4: in the default rows most of crun's CPU is libseccomp
+compiling Docker's profile (~20 ms a container, perf), which pyrt does once.
 """
 
 
@@ -677,11 +648,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = bool(failed or setup_errors)
     if args.write_readme and not bad:
         given = argv if argv is not None else sys.argv[1:]
-        cmd = " ".join([*(["PYTHONPATH=."] if os.environ.get("PYTHONPATH") else []),
-                        sys.executable, "benchmarks/bench_engine_run.py",
-                        *given])  # fmt: skip
-        from peers import write_readme_section
+        from peers import shown_python, write_readme_section
 
+        cmd = " ".join([*(["PYTHONPATH=."] if os.environ.get("PYTHONPATH") else []),
+                        shown_python(), "benchmarks/bench_engine_run.py",
+                        *given])  # fmt: skip
         write_readme_section("bench_engine_run", f"{SECTION_HEAD}\nCommand, from the repository "
                              f"root: `{cmd}`\n\n{block}", README)  # fmt: skip
         print(f"wrote the table into {README}")

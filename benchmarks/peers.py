@@ -562,6 +562,14 @@ README = Path(__file__).resolve().parent / "README.md"
 TOP_README = REPO / "README.md"
 
 
+def shown_python() -> str:
+    """This interpreter as a README's command shows it: relative to the repository root
+    when it is inside (the .venv the README's commands use), else its absolute path."""
+    exe = os.path.abspath(sys.executable)  # not resolved: a venv's python is a symlink
+    rel = os.path.relpath(exe, REPO)
+    return exe if rel.startswith("..") else rel
+
+
 def write_results(name: str, command: str, block: str) -> None:
     """The results block `name` of benchmarks/README.md, and of the top-level README.md
     when it has that block's markers: the command that made it, then the block."""
