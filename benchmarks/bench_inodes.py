@@ -11,7 +11,7 @@ work done for them, overlayfs's included), for N containers one after the other 
 same setup with none (bench_engine_run.py's setup: a busybox image in an Engine on a
 temporary root, the peers' bundles from the engine's spec). Needs perf and root.
 
-    python benchmarks/bench_inodes.py [--count N] [--tools pyrt,crun]
+    python benchmarks/bench_inodes.py [--count N | --quick] [--tools pyrt,crun]
 """
 
 from __future__ import annotations
@@ -77,9 +77,12 @@ def count_events(tool: str, count: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=50)
+    ap.add_argument("--quick", action="store_true", help="5 containers per tool")
     ap.add_argument("--tools", default="pyrt,crun")
     ap.add_argument("--child", choices=("pyrt", "crun"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        args.count = 5
     if args.child:
         child(args.child, args.count)
         return 0
