@@ -16,7 +16,7 @@ One directory per container on each side, no subdirectories: every directory is 
 inode per container, and on a journal-less ext4 each allocation scans past the inodes
 freed in the last seconds (benchmarks/README.md, engine run). Containers made before this
 layout keep theirs: a container whose directory holds etc/, fs/, bundle/ or shim/ is
-read through them (`Paths` looks once per property).
+read through them (`Paths` looks once per side).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,15 +50,26 @@ class Paths:
     def log(self) -> Path:
         return self.root / f"{self.container_id}-json.log"
 
+    @cached_property
+    def _old_root(self) -> bool:
+        """Whether the data-root side has the layout of subdirectories (etc/, fs/): looked
+        up once per Paths (a container keeps the layout it was made with)."""
+        return os.path.isdir(self.root / "fs") or os.path.isdir(self.root / "etc")
+
+    @cached_property
+    def _old_run(self) -> bool:
+        """The same for the run-root side (bundle/, shim/)."""
+        return os.path.isdir(self.run / "bundle") or os.path.isdir(self.run / "shim")
+
     @property
     def etc(self) -> Path:
         """The directory of hostname, hosts and resolv.conf."""
-        return _legacy(self.root, "etc")
+        return self.root / "etc" if self._old_root else self.root
 
     @property
     def fs(self) -> Path:
         """The directory of the overlay's upper/, work/ and merged/."""
-        return _legacy(self.root, "fs")
+        return self.root / "fs" if self._old_root else self.root
 
     @property
     def upper(self) -> Path:
@@ -70,18 +82,12 @@ class Paths:
     @property
     def bundle(self) -> Path:
         """The OCI bundle (config.json)."""
-        return _legacy(self.run, "bundle")
+        return self.run / "bundle" if self._old_run else self.run
 
     @property
     def shim(self) -> Path:
         """The shim's state directory (see pyrt.containers.shim_client)."""
-        return _legacy(self.run, "shim")
-
-
-def _legacy(base: Path, sub: str) -> Path:
-    """base/sub for a container made with the layout of subdirectories, else base."""
-    old = base / sub
-    return old if os.path.isdir(old) else base
+        return self.run / "shim" if self._old_run else self.run
 
 
 @dataclass
