@@ -160,7 +160,7 @@ class Monitor:
                 code, oom, when = 255, False, now_rfc3339()
                 error = "the container's shim died without an exit record"
             with contextlib.suppress(PyrtError, OSError):
-                svc._delete_runtime_state(cid)
+                svc.runtime.delete(cid, force=True)
             removing = rec.state == "removing"
             cols: dict[str, Any] = {"exit_code": code, "oom_killed": int(oom), "pid": 0,
                                     "finished_at": when, "error": error}  # fmt: skip

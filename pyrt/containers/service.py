@@ -200,6 +200,8 @@ class ContainerService:
         self.networks: NetworkService | None = None  # the Engine sets it
         # a removed container's directories: renamed away now, deleted in the background
         self.trash = Trash([root / "trash", run_root / "trash"])
+        # the runtime's state directories go the same way (see Runtime.discard)
+        self.runtime.discard = lambda path: self.trash.discard(Path(path))
 
     # ------------------------------------------------------------------ plumbing
 
@@ -252,11 +254,6 @@ class ContainerService:
             if rows:
                 return ContainerRecord.from_row(rows[0])
         raise NotFound(f"No such container: {ref}")
-
-    def _delete_runtime_state(self, cid: str) -> None:
-        """The runtime's delete of a container (force), its state directory taken to the
-        trash (see Runtime.delete's discard)."""
-        self.runtime.delete(cid, force=True, discard=lambda path: self.trash.discard(Path(path)))
 
     def _resolve_id(self, ref: str) -> str:
         """resolve(ref).id; a full id is checked without reading (and parsing) its whole
@@ -450,7 +447,7 @@ class ContainerService:
         is not synced (see remove)."""
         p = self.paths(cid)
         with contextlib.suppress(PyrtError, OSError):
-            self._delete_runtime_state(cid)
+            self.runtime.delete(cid, force=True)
         if self.networks is not None:
             self.networks.teardown(cid)
         for target in mounts_under(p.root) if p.root.exists() else []:

@@ -236,6 +236,11 @@ class Runtime:
 
     def __init__(self, root: str = DEFAULT_ROOT) -> None:
         self.root = os.path.abspath(root)
+        # takes a deleted container's state directory away instead of removing it in place
+        # (an engine's trash: renamed now, deleted in the background): on ext4 with discard
+        # a directory's removal waits for the device while it holds its parent, and every
+        # create of a state directory beside it waits too. None: removed in place.
+        self.discard: Callable[[str], None] | None = None
         # exit statuses of container processes this object reaped (pid -> wait status)
         self._reaped: dict[int, int] = {}
 
@@ -548,15 +553,12 @@ class Runtime:
         except ProcessLookupError:
             raise FailedPrecondition(f"container '{container_id}': container not running") from None
 
-    def delete(self, container_id: str, force: bool = False, *,
-               discard: Callable[[str], None] | None = None) -> None:
+    def delete(self, container_id: str, force: bool = False) -> None:
         """Remove a stopped (or created) container; with force, kill a running one first.
-        `discard` takes the state directory away instead of deleting it in place (an
-        engine's trash: renamed now, deleted in the background): on ext4 with discard a
-        directory's removal waits for the device while it holds its parent, which every
-        create of a state directory beside it then waits for."""
+        Its state directory goes to self.discard when there is one."""
         import shutil
 
+        discard = self.discard
 
         def remove(path: str) -> None:
             if discard is not None:

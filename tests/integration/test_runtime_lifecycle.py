@@ -163,7 +163,7 @@ def test_delete_force_running(rt: Runtime, bundle_factory: BundleFactory, unique
 def test_delete_hands_the_state_directory_to_discard(
     rt: Runtime, bundle_factory: BundleFactory, unique_id: str, tmp_path: Path
 ) -> None:
-    """With discard (the engine's trash), delete gives the state directory to it instead of
+    """With a discard (the engine's trash), delete gives the state directory to it instead of
     removing it in place; the container is gone all the same (process, cgroup)."""
     b = bundle_factory(["/bin/sh", "-c", "sleep 300"])
     pid = rt.create(unique_id, str(b))
@@ -175,7 +175,8 @@ def test_delete_hands_the_state_directory_to_discard(
         given.append(path)
         os.rename(path, away)
 
-    rt.delete(unique_id, force=True, discard=discard)
+    rt.discard = discard
+    rt.delete(unique_id, force=True)
     from pyrt.runtime.state import process_alive
 
     assert given == [state_dir]
